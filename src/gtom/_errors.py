@@ -1,0 +1,112 @@
+"""Every exception gtom raises, in one place.
+
+The tree::
+
+    GtomError                    base of everything gtom raises
+    ├── ConfigurationError       an option has a bad value (also a ValueError)
+    ├── CallbackError            a function passed in Options raised (it is the __cause__)
+    ├── DecodeError              an oplog entry or change event gtom cannot understand
+    ├── ServerError              the server cannot be used as a source
+    │   ├── ServerUnavailableError   no server answered within the selection timeout
+    │   ├── NotReplicaSetError       the server keeps no oplog (standalone or mongos)
+    │   └── NotAuthorizedError       the user may not read what gtom needs
+    ├── HistoryLostError         the position to resume from is no longer in the oplog
+    └── StoppedError             the context was stopped (after its queue drained)
+
+Errors from pymongo are translated at the boundary with ``raise ... from`` so the original is
+always available as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bson import Timestamp
+
+__all__ = [
+    "CallbackError",
+    "ConfigurationError",
+    "DecodeError",
+    "GtomError",
+    "HistoryLostError",
+    "NotAuthorizedError",
+    "NotReplicaSetError",
+    "ServerError",
+    "ServerUnavailableError",
+    "StoppedError",
+]
+
+
+class GtomError(Exception):
+    """Base class of every error gtom raises."""
+
+
+class ConfigurationError(GtomError, ValueError):
+    """An option or argument has a value gtom cannot use; the message names it."""
+
+
+class CallbackError(GtomError):
+    """A function passed in `Options` (a filter, ``unmarshal``, ``after``, ...) raised.
+
+    ``callback`` names the option; the exception it raised is ``__cause__``.
+    """
+
+    def __init__(self, callback: str, error: BaseException) -> None:
+        """Wrap ``error``, raised by the function given as option ``callback``."""
+        super().__init__(f"the {callback} function raised {type(error).__name__}: {error}")
+        self.callback = callback
+
+
+class DecodeError(GtomError):
+    """An oplog entry or change event does not have a shape gtom understands.
+
+    ``document`` is the offending entry, so it can be logged or reported.
+    """
+
+    def __init__(self, message: str, document: Any = None) -> None:
+        """Create the error with a message and the document that could not be decoded."""
+        super().__init__(message)
+        self.document = document
+
+
+class ServerError(GtomError):
+    """The server cannot be used as a source of changes."""
+
+
+class ServerUnavailableError(ServerError):
+    """No server could be reached (bad host, server down, or wrong replica set name)."""
+
+
+class NotReplicaSetError(ServerError):
+    """The server keeps no oplog: it is a standalone server or a mongos router."""
+
+
+class NotAuthorizedError(ServerError):
+    """The connected user is not allowed to read what gtom needs (e.g. ``local.oplog.rs``)."""
+
+
+class HistoryLostError(GtomError):
+    """The position to resume from has fallen off the oplog: changes after it may be lost.
+
+    gtom never skips such a gap silently. ``position`` is where it needed to resume from,
+    ``oldest`` the oldest position the server still has (or None when unknown), and
+    ``stream_id`` the change stream concerned (None for the oplog).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        position: Timestamp | None = None,
+        oldest: Timestamp | None = None,
+        stream_id: str | None = None,
+    ) -> None:
+        """Create the error; see the class docstring for the attributes."""
+        super().__init__(message)
+        self.position = position
+        self.oldest = oldest
+        self.stream_id = stream_id
+
+
+class StoppedError(GtomError):
+    """The context was stopped: its queue is drained and no more ops will come."""
