@@ -1,0 +1,173 @@
+"""The context a caller holds: it starts the engine's jobs, hands out their ops, and stops them."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+
+from bson import Timestamp
+from pymongo import AsyncMongoClient
+
+from gtom._async._compat import Lane, Lock, OpQueue, Worker, maybe_await
+from gtom._async.oplog import OplogTailer, check_oplog_source, last_op_timestamp
+from gtom._decode_oplog import call_user
+from gtom._errors import ConfigurationError, StoppedError
+from gtom._op import Op
+from gtom._options import Options, resolve
+from gtom._position import ALL, OplogPosition, check_timestamp
+
+__all__ = ["AsyncOpCtx", "start_async"]
+
+#: `stop` waits at most this long for the jobs to end.
+STOP_TIMEOUT = 0.9
+#: Non-fatal errors kept in ``err_c`` when nobody reads it (the oldest are dropped).
+ERR_C_SIZE = 100
+
+
+class AsyncOpCtx:
+    """A running gtom context: iterate it for ops; pause, resume, seek or stop it.
+
+    Create it with `start_async`. ``op_c`` is the bounded queue ops flow through and ``err_c``
+    the queue of non-fatal errors (retried network errors, ...). Iteration ends once the context
+    is stopped and ``op_c`` drained; a fatal error (e.g. `HistoryLostError`) ends it by raising.
+    An asyncio context belongs to the event loop that started it; a sync one works from any thread.
+    """
+
+    def __init__(self, client: AsyncMongoClient[Any], options: Options) -> None:
+        """Internal: use `start_async`."""
+        self.options = options
+        self.op_c: OpQueue[Op] = OpQueue(options.channel_size)
+        self.err_c: OpQueue[Exception] = OpQueue(ERR_C_SIZE)
+        self._client = client
+        self._lock = Lock()
+        self._stopped = False
+        self._tailer: OplogTailer | None = None
+        self._tailer_worker: Worker | None = None
+        self._workers: list[Worker] = []
+
+    async def _begin(self) -> None:
+        options = self.options
+        if not options.oplog_disabled:
+            await check_oplog_source(self._client, options)
+            if options.after is None:
+                after = await last_op_timestamp(self._client, options)
+            else:
+                result = await maybe_await(call_user("after", options.after, self._client, options))
+                after = check_timestamp(result, "the value returned by the after function")
+            self._start_tailer(OplogPosition(after, ALL))
+
+    def _start_tailer(self, position: OplogPosition) -> None:
+        tailer = OplogTailer(
+            self._client, self.options, position, self.op_c, self.err_c, Lane(gated=True)
+        )
+        worker = Worker(tailer.run, name="gtom-oplog-tailer")
+        self._tailer, self._tailer_worker = tailer, worker
+        self._workers = [w for w in self._workers if not w.done()]
+        self._workers.append(worker)
+
+    # -- receiving ops -------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncOpCtx:
+        """Iterate over the ops, in order, until stopped and drained."""
+        return self
+
+    async def __anext__(self) -> Op:
+        """The next op."""
+        try:
+            return await self.op_c.get()
+        except StoppedError:
+            raise StopAsyncIteration from None
+
+    # -- control -------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Pause tailing: once this returns, no new op from the oplog enters ``op_c``.
+
+        Ops already queued stay. Direct reads are not paused.
+        """
+        self.op_c.pause()
+
+    def resume(self) -> None:
+        """Resume tailing after `pause`, from where it paused (nothing is skipped)."""
+        self.op_c.resume()
+
+    def since(self, ts: Timestamp) -> None:
+        """Restart tailing just after ``ts``: the next tailed ops have timestamps > ``ts``.
+
+        Takes effect at once: queued ops not yet taken are discarded, and an op read before the
+        call is never delivered after it.
+        """
+        check_timestamp(ts, "since(ts)")
+        with self._lock:
+            if self._stopped:
+                raise StoppedError("since() on a stopped context")
+            old = self._tailer
+            if old is None:
+                return
+            self.op_c.cancel_lane(old.lane)
+            old.halt()
+            if self._tailer_worker is not None:
+                self._tailer_worker.cancel()
+            self._start_tailer(OplogPosition(ts, ALL))
+
+    async def stop(self) -> None:
+        """Stop every job this context started (idempotent; a stopped context stays stopped).
+
+        Returns within about a second even if nobody takes ops from ``op_c``; ops already queued
+        can still be iterated.
+        """
+        with self._lock:
+            self._stopped = True
+            workers = list(self._workers)
+            if self._tailer is not None:
+                self._tailer.halt()
+        self.op_c.close()
+        self.err_c.close()
+        for worker in workers:
+            worker.cancel()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for worker in workers:
+            await worker.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def stopped(self) -> bool:
+        """Whether `stop` was called or a fatal error ended the context."""
+        return self._stopped or self.op_c.closed
+
+    async def wait_for_direct_reads(self, timeout: float | None = None) -> bool:
+        """Wait until every direct read finished; False if ``timeout`` seconds passed first."""
+        return True
+
+    async def __aenter__(self) -> AsyncOpCtx:
+        """Use the context in a ``with`` block; leaving it stops the context."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the context."""
+        await self.stop()
+
+
+async def start_async(client: AsyncMongoClient[Any], options: Options | None = None) -> AsyncOpCtx:
+    """Start following ``client``'s deployment and return the running context.
+
+    By default tailing starts at the newest oplog entry, so any write made after this returns is
+    delivered. Raises a `GtomError` (e.g. `NotReplicaSetError`, `ServerUnavailableError`) when the
+    deployment cannot be followed.
+    """
+    if not isinstance(client, AsyncMongoClient):
+        raise ConfigurationError(
+            f"client must be a pymongo.AsyncMongoClient, got {type(client).__name__}"
+        )
+    ctx = AsyncOpCtx(client, resolve(options))
+    try:
+        await ctx._begin()
+    except BaseException:
+        await ctx.stop()
+        raise
+    return ctx

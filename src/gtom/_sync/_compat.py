@@ -1,0 +1,288 @@
+"""Concurrency primitives of the threaded (sync) face.
+
+The threaded twin of ``gtom/_async/_compat.py``: the same names and behaviour, on threads. This
+file is written by hand (it is the only one in ``gtom/_sync`` that is); the rest of the package
+is generated from ``gtom/_async`` by ``tools/synchro.py``.
+
+Threads cannot be interrupted, so `Worker.cancel` does nothing: a job stops cooperatively, at its
+next queue operation (a cancelled `Lane` or a closed `OpQueue`) or its next network round trip,
+which the engine keeps short.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from gtom._errors import StoppedError
+
+__all__ = [
+    "Lane",
+    "Lock",
+    "OpQueue",
+    "QueueClosed",
+    "Signal",
+    "Worker",
+    "maybe_await",
+    "sleep_until_set",
+]
+
+T = TypeVar("T")
+_log = logging.getLogger("gtom")
+
+
+class QueueClosed(Exception):  # noqa: N818 - a control-flow signal for producers
+    """The queue was closed: a producer must stop."""
+
+
+class Lane:
+    """A producer's ticket into an `OpQueue`.
+
+    Items of a ``gated`` lane wait while the queue is paused. Items of a cancelled lane are dropped:
+    that is how a restarted tailer's predecessor is silenced at once.
+    """
+
+    __slots__ = ("cancelled", "gated")
+
+    def __init__(self, *, gated: bool) -> None:
+        """Create a lane; ``gated`` lanes are held back while the queue is paused."""
+        self.gated = gated
+        self.cancelled = False
+
+
+class OpQueue(Generic[T]):
+    """The bounded queue ops flow through (``ctx.op_c``); safe to use from any thread.
+
+    ``get(timeout=None)`` returns the next op; it raises `queue.Empty` when ``timeout`` seconds
+    pass without one, and once the context is stopped and the queue drained it raises the error
+    that stopped it, or `gtom.StoppedError`.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        """Create a queue holding at most ``maxsize`` items."""
+        self._maxsize = maxsize
+        self._items: deque[tuple[T, Lane | None]] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+        self._error: BaseException | None = None
+        self._paused = False
+        self._pauses = 0
+
+    @property
+    def maxsize(self) -> int:
+        """The capacity."""
+        return self._maxsize
+
+    def qsize(self) -> int:
+        """How many items wait in the queue."""
+        return len(self._items)
+
+    def empty(self) -> bool:
+        """Whether no item waits in the queue."""
+        return not self._items
+
+    @property
+    def paused(self) -> bool:
+        """Whether gated lanes are held back."""
+        return self._paused
+
+    @property
+    def pause_count(self) -> int:
+        """How many times `pause` was called: a producer that sees it change was paused."""
+        return self._pauses
+
+    @property
+    def closed(self) -> bool:
+        """Whether the queue was closed (items may still wait to be taken)."""
+        return self._closed
+
+    # -- producers -----------------------------------------------------------------------------
+
+    def put_many(self, items: Sequence[T], lane: Lane) -> bool:
+        """Put items in order, waiting for room (and for `resume` on a gated lane).
+
+        Returns False when the lane was cancelled (the rest is dropped); raises `QueueClosed` once
+        the queue is closed.
+        """
+        with self._cond:
+            for item in items:
+                while True:
+                    if self._closed:
+                        raise QueueClosed
+                    if lane.cancelled:
+                        return False
+                    if len(self._items) < self._maxsize and not (lane.gated and self._paused):
+                        break
+                    self._cond.wait()
+                self._items.append((item, lane))
+                self._cond.notify_all()
+            return not lane.cancelled
+
+    def wait_resumed(self, lane: Lane) -> bool:
+        """Wait until the queue is not paused; False if the lane was cancelled meanwhile."""
+        with self._cond:
+            while self._paused and not lane.cancelled:
+                if self._closed:
+                    raise QueueClosed
+                self._cond.wait()
+            if self._closed:
+                raise QueueClosed
+            return not lane.cancelled
+
+    def offer(self, item: T) -> None:
+        """Put without waiting; when full, drop the oldest item (for ``err_c``)."""
+        with self._cond:
+            if self._closed:
+                return
+            if len(self._items) >= self._maxsize:
+                self._items.popleft()
+            self._items.append((item, None))
+            self._cond.notify_all()
+
+    # -- consumers -----------------------------------------------------------------------------
+
+    def get(self, timeout: float | None = None) -> T:
+        """The next item; see the class docstring for timeouts and the end of the stream."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._items:
+                if self._closed:
+                    raise self._end()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise queue.Empty
+                self._cond.wait(remaining)
+            item = self._items.popleft()[0]
+            self._cond.notify_all()
+            return item
+
+    def get_nowait(self) -> T:
+        """The next item if one waits, else `queue.Empty` (or the end of the stream)."""
+        with self._cond:
+            if not self._items:
+                if self._closed:
+                    raise self._end()
+                raise queue.Empty
+            item = self._items.popleft()[0]
+            self._cond.notify_all()
+            return item
+
+    def _end(self) -> BaseException:
+        return self._error if self._error is not None else StoppedError("the context is stopped")
+
+    # -- control -------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Hold back gated lanes: none of their items enters the queue until `resume`."""
+        with self._cond:
+            self._paused = True
+            self._pauses += 1
+
+    def resume(self) -> None:
+        """Let gated lanes in again."""
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def cancel_lane(self, lane: Lane) -> None:
+        """Cancel ``lane``: drop its waiting items and refuse its future ones."""
+        with self._cond:
+            lane.cancelled = True
+            self._items = deque(pair for pair in self._items if pair[1] is not lane)
+            self._cond.notify_all()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Refuse new items; consumers drain what waits, then get ``error`` (or StoppedError)."""
+        with self._cond:
+            if not self._closed:
+                self._closed = True
+                self._error = error
+                self._cond.notify_all()
+
+
+class Signal:
+    """A flag that can be waited for, with a timeout."""
+
+    def __init__(self) -> None:
+        """Create an unset signal."""
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        """Set the flag and wake every waiter."""
+        self._event.set()
+
+    def clear(self) -> None:
+        """Unset the flag."""
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set or ``timeout`` seconds; whether it is set."""
+        return self._event.wait(timeout)
+
+
+def sleep_until_set(seconds: float, signal: Signal) -> None:
+    """Sleep for ``seconds``, or less if ``signal`` is set meanwhile."""
+    signal.wait(seconds)
+
+
+class Lock:
+    """Guards state shared with other threads (a plain re-entrant lock)."""
+
+    def __init__(self) -> None:
+        """Create an unlocked lock."""
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> None:
+        """Acquire."""
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        """Release."""
+        self._lock.release()
+
+
+class Worker:
+    """A background job of the engine: a daemon thread here, an asyncio task in the async face.
+
+    `cancel` does nothing (see the module docstring); `join` waits for the job to end. An exception
+    that escapes the job is logged (jobs report their own errors to the context first).
+    """
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        """Start running ``target()`` in the background."""
+        self.name = name
+        self._thread = threading.Thread(target=self._run, args=(target,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, target: Callable[[], None]) -> None:
+        try:
+            target()
+        except Exception:
+            _log.exception("gtom worker %s failed", self.name)
+
+    def cancel(self) -> None:
+        """Ask the job to stop (threads stop cooperatively; see the module docstring)."""
+
+    def done(self) -> bool:
+        """Whether the job has ended."""
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the job to end; whether it has."""
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def maybe_await(value: Any) -> Any:
+    """A user callback's result (the sync face does not await anything)."""
+    return value

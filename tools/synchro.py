@@ -1,0 +1,153 @@
+"""Generate the sync face from the asyncio one: ``src/gtom/_async/*.py`` -> ``src/gtom/_sync/``.
+
+The engine is written once, for asyncio. This tool rewrites it token by token into threaded
+code, as pymongo's own ``tools/synchro.py`` does: ``async``/``await`` disappear, async dunder
+methods and names become their sync twins (`REPLACEMENTS`), and ``ruff format`` tidies the
+result. ``_compat.py`` is the one hand-written pair (threads vs. tasks) and is not generated.
+
+    python tools/synchro.py          # regenerate src/gtom/_sync/ (and tests/_sync/)
+    python tools/synchro.py --check  # exit 1 if a generated file is out of date (run by CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import subprocess
+import sys
+import tempfile
+import tokenize
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+#: (source dir, target dir) pairs.
+TREES = [
+    (ROOT / "src" / "gtom" / "_async", ROOT / "src" / "gtom" / "_sync"),
+    (ROOT / "tests" / "_async", ROOT / "tests" / "_sync"),
+]
+HAND_WRITTEN = {"_compat.py", "_tcompat.py", "conftest.py"}
+CONFIG = str(ROOT / "pyproject.toml")
+
+#: Names (whole tokens, and whole words in strings and comments) and their sync twins.
+REPLACEMENTS = {
+    "__aenter__": "__enter__",
+    "__aexit__": "__exit__",
+    "__aiter__": "__iter__",
+    "__anext__": "__next__",
+    "StopAsyncIteration": "StopIteration",
+    "AsyncIterator": "Iterator",
+    "AsyncIterable": "Iterable",
+    "AsyncGenerator": "Generator",
+    "asynccontextmanager": "contextmanager",
+    "AsyncMongoClient": "MongoClient",
+    "AsyncCollection": "Collection",
+    "AsyncDatabase": "Database",
+    "AsyncCursor": "Cursor",
+    "AsyncRawBatchCursor": "RawBatchCursor",
+    "AsyncCommandCursor": "CommandCursor",
+    "AsyncChangeStream": "ChangeStream",
+    "AsyncClientSession": "ClientSession",
+    "asynchronous": "synchronous",
+    "AsyncOpCtx": "OpCtx",
+    "start_async": "start",
+    "_async": "_sync",
+    "async_client": "client",
+    "async_server": "server",
+    "pytest_asyncio": "pytest",
+    "asyncio face": "sync face",
+}
+_WORDS = re.compile(
+    r"\b(" + "|".join(re.escape(k) for k in sorted(REPLACEMENTS, key=len, reverse=True)) + r")\b"
+)
+_PROSE = re.compile(r"\b(?:async |await )")
+HEADER = "# Generated from {source} by tools/synchro.py: edit that file, not this one.\n"
+
+
+def unasync(source: str) -> str:
+    """The sync twin of one asyncio module's source."""
+    lines = source.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+
+    def at(pos: tuple[int, int]) -> int:
+        return offsets[pos[0] - 1] + pos[1]
+
+    edits: list[tuple[int, int, str]] = []
+    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    for i, tok in enumerate(tokens):
+        start, end = at(tok.start), at(tok.end)
+        if tok.type == tokenize.NAME and tok.string in ("async", "await"):
+            nxt = tokens[i + 1]
+            # drop the keyword and the blanks after it: "await f()" -> "f()"
+            edits.append((start, at(nxt.start) if nxt.start[0] == tok.end[0] else end, ""))
+        elif tok.type == tokenize.NAME and tok.string in REPLACEMENTS:
+            edits.append((start, end, REPLACEMENTS[tok.string]))
+        elif tok.type in (tokenize.STRING, tokenize.COMMENT):
+            text = _PROSE.sub("", _WORDS.sub(lambda m: REPLACEMENTS[m.group(1)], tok.string))
+            if text != tok.string:
+                edits.append((start, end, text))
+    out = source
+    for start, end, text in sorted(edits, reverse=True):
+        out = out[:start] + text + out[end:]
+    return out
+
+
+def generate(target_root: Path | None = None) -> list[Path]:
+    """Write every generated file (under ``target_root`` instead of the tree, if given)."""
+    written: list[Path] = []
+    for src_dir, dst_dir in TREES:
+        if not src_dir.is_dir():
+            continue
+        for src in sorted(src_dir.glob("*.py")):
+            if src.name in HAND_WRITTEN:
+                continue
+            rel = dst_dir.relative_to(ROOT) / src.name
+            dst = (target_root or ROOT) / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            header = HEADER.format(source=src.relative_to(ROOT).as_posix())
+            dst.write_text(header + unasync(src.read_text()))
+            written.append(dst)
+    if written:
+        files = [str(path) for path in written]
+        subprocess.run(
+            [sys.executable, "-m", "ruff", "format", "--quiet", "--config", CONFIG, *files],
+            check=True,
+            cwd=ROOT,
+        )
+        fix = ["check", "--quiet", "--fix", "--config", CONFIG, "--select", "I,F401,F811"]
+        subprocess.run(
+            [sys.executable, "-m", "ruff", *fix, *files],
+            check=False,
+            cwd=ROOT,
+        )
+    return written
+
+
+def main() -> int:
+    """Regenerate, or with ``--check`` compare the generated files with the tree."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if generated files are stale")
+    args = parser.parse_args()
+    if not args.check:
+        for path in generate():
+            print(f"generated {path.relative_to(ROOT)}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        stale = []
+        for fresh in generate(Path(tmp)):
+            current = ROOT / fresh.relative_to(tmp)
+            if not current.exists() or current.read_text() != fresh.read_text():
+                stale.append(current.relative_to(ROOT))
+    if stale:
+        print("generated files are out of date; run: python tools/synchro.py", file=sys.stderr)
+        for path in stale:
+            print(f"  {path}", file=sys.stderr)
+        return 1
+    print("generated sync files are up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
