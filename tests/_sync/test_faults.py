@@ -1,0 +1,170 @@
+# Generated from tests/_async/test_faults.py by tools/synchro.py: edit that file, not this one.
+"""Faults on a real server, counting events: nothing lost, nothing repeated, history loss said."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import pytest
+from bson import Timestamp
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+import gtom
+from tests._sync._tcompat import Background, in_thread, sleep
+from tests._sync.helpers import collect, in_db
+from tests.conftest import TestServer
+
+
+def assert_exactly_once_in_order(ops: list[gtom.Op], expected: list[Any]) -> None:
+    ids = [op.id for op in ops]
+    assert len(ids) == len(set(ids)), "an op was delivered twice"
+    assert ids == expected
+
+
+@pytest.mark.failpoints
+@pytest.mark.parametrize(
+    "failure",
+    [
+        {"error_code": 91},  # ShutdownInProgress
+        {"error_code": 43},  # CursorNotFound: the server forgot the cursor
+        {"close_connection": True},
+    ],
+    ids=["shutdown-in-progress", "cursor-not-found", "connection-closed"],
+)
+def test_failing_getmores_lose_and_repeat_nothing(
+    server: TestServer, client: Any, db_name: str, failure: dict[str, Any]
+) -> None:
+    coll = client[db_name].c
+    with gtom.start(client, gtom.Options(namespace_filter=in_db(db_name))) as ctx:
+        coll.insert_many([{"_id": i} for i in range(50)])
+        first = collect(ctx, 50)
+        with server.fail_command(["getMore"], times=3, **failure):
+            for i in range(50, 100):
+                coll.insert_one({"_id": i})
+            rest = collect(ctx, 50, timeout=30)
+        assert ctx.err_c.qsize() >= 1  # the retried errors were reported
+    assert_exactly_once_in_order(first + rest, list(range(100)))
+
+
+@pytest.mark.failpoints
+def test_failing_reopen_queries_are_retried_too(
+    server: TestServer, client: Any, db_name: str
+) -> None:
+    coll = client[db_name].c
+    with gtom.start(client, gtom.Options(namespace_filter=in_db(db_name))) as ctx:
+        coll.insert_many([{"_id": i} for i in range(10)])
+        first = collect(ctx, 10)
+        # The first getMore fails, then the re-open's queries fail a few times as well.
+        with server.fail_command(["getMore", "find"], error_code=6, times=4):  # HostUnreachable
+            coll.insert_many([{"_id": i} for i in range(10, 30)])
+            rest = collect(ctx, 20, timeout=30)
+    assert_exactly_once_in_order(first + rest, list(range(30)))
+
+
+@pytest.mark.failpoints
+def test_a_non_transient_error_ends_iteration_with_a_clear_error(
+    server: TestServer, client: Any, db_name: str
+) -> None:
+    with gtom.start(client, gtom.Options(namespace_filter=in_db(db_name))) as ctx:
+        with server.fail_command(["getMore"], error_code=2, times=1):  # BadValue
+            client[db_name].c.insert_one({"_id": 1})
+            with pytest.raises(gtom.GtomError, match=r"MongoDB refused tailing local\.oplog\.rs"):
+                for _ in ctx:
+                    pass
+
+
+def _insert_through_outages(coll: Any, ids: range, server: TestServer, restart_at: int) -> None:
+    for i in ids:
+        if i == restart_at:
+            in_thread(lambda: server.restart(down_for=0.5))
+        while True:
+            try:
+                coll.insert_one({"_id": i})
+                break
+            except DuplicateKeyError:
+                break  # the insert landed before the connection dropped
+            except PyMongoError:
+                sleep(0.05)
+        if i % 10 == 0:
+            sleep(0.01)
+
+
+# pymongo 4.20's MongoClient leaks its monitor's socket when the server it watches goes away
+# (reproduced without gtom); the test collects it itself so the warning is not blamed elsewhere.
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
+@pytest.mark.restarts_server
+def test_server_restart_mid_stream_loses_and_repeats_nothing(
+    server: TestServer, db_name: str
+) -> None:
+    if not server.embedded:
+        pytest.skip("an external MongoDB cannot be restarted by the tests")
+    client: Any = server.client(serverSelectionTimeoutMS=30_000)
+    writer_client: Any = server.client()
+    try:
+        with gtom.start(client, gtom.Options(namespace_filter=in_db(db_name))) as ctx:
+            writer = Background(
+                lambda: _insert_through_outages(
+                    writer_client[db_name].c, range(300), server, restart_at=120
+                )
+            )
+            ops = collect(ctx, 300, timeout=60)
+            writer.join()
+            assert ctx.err_c.qsize() >= 1
+        assert_exactly_once_in_order(ops, list(range(300)))
+    finally:
+        client.close()
+        writer_client.close()
+        gc.collect()
+
+
+def test_overrunning_a_tiny_oplog_while_paused_raises_history_lost(
+    tiny_oplog_server: TestServer, db_name: str
+) -> None:
+    client: Any = tiny_oplog_server.client()
+    try:
+        coll = client[db_name].c
+        ctx = gtom.start(client, gtom.Options(namespace_filter=in_db(db_name)))
+        coll.insert_one({"_id": 0})
+        (op,) = collect(ctx, 1)
+        ctx.pause()
+        for i in range(1, 120):  # three times the oplog's size
+            coll.insert_one({"_id": i})
+        tiny_oplog_server.prune_oplog()
+        ctx.resume()
+        # The read in flight when pause() was called may still deliver its entries (after
+        # resume); nothing after them is delivered, nothing is skipped.
+        delivered = [op]
+        with pytest.raises(gtom.HistoryLostError) as caught:
+            for later in ctx:
+                delivered.append(later)
+        assert [o.id for o in delivered] == list(range(len(delivered)))
+        error = caught.value
+        # It names the last position delivered, and the oldest one the oplog still has.
+        assert error.position == delivered[-1].timestamp
+        assert error.oldest is not None and error.oldest > error.position  # type: ignore[operator]
+        assert "no longer reaches back" in str(error)
+        ctx.stop()
+    finally:
+        client.close()
+
+
+def test_starting_before_the_oldest_entry_raises_history_lost(
+    tiny_oplog_server: TestServer, db_name: str
+) -> None:
+    client: Any = tiny_oplog_server.client()
+    try:
+        for i in range(60):
+            client[db_name].c.insert_one({"_id": i})
+        tiny_oplog_server.prune_oplog()
+        oldest = gtom.first_op_timestamp(client)
+        too_old = Timestamp(oldest.time - 1, 0)
+        options = gtom.Options(after=lambda c, o: too_old)
+        with gtom.start(client, options) as ctx:
+            with pytest.raises(gtom.HistoryLostError):
+                for _ in ctx:
+                    pass
+    finally:
+        client.close()

@@ -1,0 +1,249 @@
+# Generated from tests/_async/test_tail.py by tools/synchro.py: edit that file, not this one.
+"""Tailing the oplog of a real server: every op kind, options, filters and errors at start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bson import Timestamp
+from bson.raw_bson import RawBSONDocument
+
+import gtom
+from tests._sync.helpers import assert_quiet, collect, in_db
+from tests.conftest import TestServer
+
+
+def test_insert_update_replace_delete_arrive_in_order_with_their_data(
+    client: Any, db_name: str
+) -> None:
+    coll = client[db_name].people
+    with gtom.start(client, gtom.Options(namespace_filter=in_db(db_name))) as ctx:
+        coll.insert_one({"_id": 1, "name": "Ann", "tags": ["a", "b", "c"]})
+        coll.update_one({"_id": 1}, {"$set": {"name": "Anna"}, "$unset": {"tags": ""}})
+        coll.replace_one({"_id": 1}, {"name": "Bob"})
+        coll.delete_one({"_id": 1})
+        ins, upd, rep, dele = collect(ctx, 4)
+
+    assert (ins.operation, ins.namespace, ins.id) == ("i", f"{db_name}.people", 1)
+    assert ins.data == {"_id": 1, "name": "Ann", "tags": ["a", "b", "c"]}
+    assert ins.is_insert() and ins.source is gtom.Source.OPLOG and ins.txn is None
+    assert isinstance(ins.timestamp, Timestamp)
+    assert ins.wall is not None
+
+    assert upd.is_update() and upd.id == 1
+    assert upd.update_description is not None
+    assert upd.update_description["updatedFields"] == {"name": "Anna"}
+    assert upd.update_description["removedFields"] == ["tags"]
+
+    assert rep.is_update() and rep.data == {"_id": 1, "name": "Bob"}
+    assert rep.update_description is None
+
+    assert dele.is_delete() and dele.id == 1 and dele.data is None
+    assert ins.timestamp < upd.timestamp < rep.timestamp < dele.timestamp  # type: ignore[operator]
+    assert (ins.get_database(), ins.get_collection()) == (db_name, "people")
+
+
+def test_commands_become_ops_naming_the_collection_they_act_on(client: Any, db_name: str) -> None:
+    db = client[db_name]
+    with gtom.start(client, gtom.Options(namespace_filter=in_db(db_name))) as ctx:
+        db.create_collection("made")
+        db.made.rename("renamed")
+        db.renamed.drop()
+        db.other.insert_one({"_id": 1})
+        client.drop_database(db_name)
+        ops = collect(ctx, 6)
+
+    # Like mongod, the server logs a drop of each remaining collection before dropDatabase.
+    create, rename, drop, insert, drop_other, drop_db = ops
+    assert drop_other.is_drop() and drop_other.namespace == f"{db_name}.other"
+    assert create.is_command() and create.namespace == f"{db_name}.made"
+    assert create.data is not None and create.data["create"] == "made"
+    assert rename.namespace == f"{db_name}.made"
+    assert rename.data is not None and rename.data["to"] == f"{db_name}.renamed"
+    assert drop.is_drop() and not drop.is_drop_database()
+    assert drop.namespace == f"{db_name}.renamed" and drop.get_collection() == "renamed"
+    assert insert.is_insert()
+    assert drop_db.is_drop() and drop_db.is_drop_database()
+    assert drop_db.namespace == f"{db_name}.$cmd" and drop_db.get_collection() == ""
+    assert drop_db.get_database() == db_name
+
+
+def test_transaction_writes_carry_their_transaction(client: Any, db_name: str) -> None:
+    db = client[db_name]
+    db.create_collection("a")
+    db.create_collection("b")
+    with gtom.start(client, gtom.Options(namespace_filter=in_db(db_name))) as ctx:
+        with client.start_session() as session:
+            session.start_transaction()
+            db.a.insert_one({"_id": 1}, session=session)
+            db.b.insert_one({"_id": 2}, session=session)
+            db.a.update_one({"_id": 1}, {"$set": {"x": 1}}, session=session)
+            session.commit_transaction()
+        db.a.insert_one({"_id": 3})
+        ops = collect(ctx, 4)
+
+    txn_ops, after = ops[:3], ops[3]
+    assert [(op.operation, op.namespace) for op in txn_ops] == [
+        ("i", f"{db_name}.a"),
+        ("i", f"{db_name}.b"),
+        ("u", f"{db_name}.a"),
+    ]
+    txns = [op.txn for op in txn_ops]
+    assert all(t is not None for t in txns)
+    assert [t.index for t in txns] == [0, 1, 2]  # type: ignore[union-attr]
+    assert len({(t.txn_number, str(t.lsid)) for t in txns}) == 1  # type: ignore[union-attr]
+    assert after.txn is None
+
+
+def test_namespace_filter_sees_no_document_and_filter_sees_it(client: Any, db_name: str) -> None:
+    seen_by_ns_filter: list[Any] = []
+
+    def ns_filter(op: gtom.Op) -> bool:
+        seen_by_ns_filter.append(op.data)
+        return op.namespace == f"{db_name}.keep"
+
+    def only_even(op: gtom.Op) -> bool:
+        return op.data is not None and op.data["n"] % 2 == 0
+
+    options = gtom.Options(namespace_filter=ns_filter, filter=only_even)
+    with gtom.start(client, options) as ctx:
+        client[db_name].skip.insert_many([{"n": i} for i in range(4)])
+        client[db_name].keep.insert_many([{"n": i} for i in range(4)])
+        ops = collect(ctx, 2)
+        assert_quiet(ctx, 0.3)
+    assert [op.data["n"] for op in ops] == [0, 2]  # type: ignore[index]
+    assert seen_by_ns_filter and all(data is None for data in seen_by_ns_filter)
+
+
+def test_chained_filters_keep_an_op_only_if_all_keep_it(client: Any, db_name: str) -> None:
+    def small(op: gtom.Op) -> bool:
+        return op.data is not None and op.data["n"] < 6
+
+    def odd(op: gtom.Op) -> bool:
+        return op.data is not None and op.data["n"] % 2 == 1
+
+    options = gtom.Options(
+        namespace_filter=in_db(db_name), filter=gtom.chain_op_filters(small, odd)
+    )
+    with gtom.start(client, options) as ctx:
+        client[db_name].c.insert_many([{"n": i} for i in range(10)])
+        ops = collect(ctx, 3)
+        assert_quiet(ctx, 0.3)
+    assert [op.data["n"] for op in ops] == [1, 3, 5]  # type: ignore[index]
+
+
+def test_unmarshal_fills_doc_from_the_raw_document(client: Any, db_name: str) -> None:
+    calls: list[tuple[str, Any]] = []
+
+    def unmarshal(namespace: str, raw: RawBSONDocument) -> tuple[str, Any]:
+        assert isinstance(raw, RawBSONDocument)
+        calls.append((namespace, raw["v"]))
+        return ("mine", raw["v"])
+
+    options = gtom.Options(namespace_filter=in_db(db_name), unmarshal=unmarshal)
+    with gtom.start(client, options) as ctx:
+        client[db_name].c.insert_one({"_id": 1, "v": 42})
+        (op,) = collect(ctx, 1)
+    assert op.doc == ("mine", 42)
+    assert op.data == {"_id": 1, "v": 42}
+    assert calls == [(f"{db_name}.c", 42)]
+
+
+def test_after_starts_strictly_after_the_given_timestamp(client: Any, db_name: str) -> None:
+    coll = client[db_name].c
+    coll.insert_one({"_id": 1})
+    mark = gtom.last_op_timestamp(client)
+    coll.insert_many([{"_id": 2}, {"_id": 3}])
+
+    def after(client: Any, options: gtom.Options) -> Timestamp:
+        assert client is client
+        return mark
+
+    options = gtom.Options(namespace_filter=in_db(db_name), after=after)
+    with gtom.start(client, options) as ctx:
+        ops = collect(ctx, 2)
+        assert_quiet(ctx, 0.3)
+    assert [op.id for op in ops] == [2, 3]
+
+
+def test_after_timestamp_zero_starts_at_the_oldest_entry(client: Any, db_name: str) -> None:
+    client[db_name].c.insert_one({"_id": "early"})
+    first = gtom.first_op_timestamp(client)
+    last = gtom.last_op_timestamp(client)
+    assert first <= last
+
+    options = gtom.Options(namespace_filter=in_db(db_name), after=lambda c, o: Timestamp(0, 0))
+    with gtom.start(client, options) as ctx:
+        (op,) = collect(ctx, 1)
+    assert op.id == "early"
+
+
+def test_by_default_tailing_starts_now(client: Any, db_name: str) -> None:
+    client[db_name].c.insert_one({"_id": "before"})
+    with gtom.start(client, gtom.Options(namespace_filter=in_db(db_name))) as ctx:
+        client[db_name].c.insert_one({"_id": "after"})
+        (op,) = collect(ctx, 1)
+    assert op.id == "after"
+
+
+def test_op_c_get_times_out_with_queue_empty(client: Any) -> None:
+    import queue
+
+    with gtom.start(client, gtom.Options(namespace_filter=lambda op: False)) as ctx:
+        with pytest.raises(queue.Empty):
+            ctx.op_c.get(timeout=0.1)
+        assert ctx.op_c.maxsize == gtom.Options().channel_size
+
+
+def test_a_raising_filter_ends_iteration_with_a_callback_error(client: Any, db_name: str) -> None:
+    def broken(op: gtom.Op) -> bool:
+        raise ValueError("boom")
+
+    options = gtom.Options(namespace_filter=in_db(db_name), filter=broken)
+    with gtom.start(client, options) as ctx:
+        client[db_name].c.insert_one({"_id": 1})
+        with pytest.raises(gtom.CallbackError, match="filter function raised ValueError: boom"):
+            for _ in ctx:
+                pass
+
+
+def test_wrong_kind_of_client_is_a_configuration_error(server: TestServer) -> None:
+    with pytest.raises(gtom.ConfigurationError, match="client must be"):
+        gtom.start(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (gtom.Options(channel_size=0), "channel_size must be an integer >= 1"),
+        (gtom.Options(ordering="fast"), "ordering must be a gtom.Ordering"),  # type: ignore[arg-type]
+        (gtom.Options(filter=3), "filter must be a function"),  # type: ignore[arg-type]
+        (gtom.Options(on_history_lost="skip"), "on_history_lost must be one of fail"),
+        (gtom.Options(max_wait_secs=-1), "max_wait_secs must be a number of seconds"),
+    ],
+)
+def test_bad_options_are_configuration_errors_naming_the_option(
+    client: Any, options: gtom.Options, message: str
+) -> None:
+    with pytest.raises(gtom.ConfigurationError, match=message):
+        gtom.start(client, options)
+
+
+def test_after_returning_a_non_timestamp_is_a_configuration_error(client: Any) -> None:
+    options = gtom.Options(after=lambda c, o: 12)  # type: ignore[arg-type,return-value]
+    with pytest.raises(gtom.ConfigurationError, match="after function must be a bson.Timestamp"):
+        gtom.start(client, options)
+
+
+def test_unreachable_server_is_reported_within_the_selection_timeout(
+    free_port: int,
+) -> None:
+    from pymongo import MongoClient
+
+    client: Any = MongoClient(f"mongodb://127.0.0.1:{free_port}/", serverSelectionTimeoutMS=300)
+    try:
+        with pytest.raises(gtom.ServerUnavailableError, match="cannot reach MongoDB"):
+            gtom.start(client)
+    finally:
+        client.close()

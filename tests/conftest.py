@@ -1,0 +1,240 @@
+"""The test harness: real servers, started by fixtures, shared per module.
+
+* ``server``: a SecantusDB replica-set member per test module (port 0, temp storage), or the
+  real MongoDB replica set at ``GTOM_TEST_MONGODB_URI`` when that is set.
+* ``tiny_oplog_server``: the same with an oplog of a few dozen entries, to push a position off it.
+* ``server.restart()`` stops the server and starts it again on the same path and port.
+* ``server.fail_command(...)`` sets a ``failCommand`` failpoint for the duration of a ``with``.
+* ``client`` / ``async_client``: the caller's own client, one per test; ``db_name``: a database
+  of the test's own, so tests sharing a server never see each other's data.
+
+Tests needing what only an embedded server can do (restart, a tiny oplog) skip with the reason
+when run against an external MongoDB; everything else runs against both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from pymongo import AsyncMongoClient, MongoClient
+
+EXTERNAL_URI = os.environ.get("GTOM_TEST_MONGODB_URI")
+FIXTURES = Path(__file__).parent / "fixtures"
+#: Oplog size of ``tiny_oplog_server``: small enough to overrun with a few writes.
+TINY_OPLOG_ENTRIES = 40
+APP_NAME = "gtom-under-test"
+
+
+class TestServer:
+    """A MongoDB-compatible server the tests talk to."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, *, oplog_max_entries: int | None = None) -> None:
+        self.embedded = EXTERNAL_URI is None
+        self._kwargs: dict[str, Any] = {}
+        if oplog_max_entries is not None:
+            self._kwargs["oplog_max_entries"] = oplog_max_entries
+        self._server: Any = None
+        self._admin: MongoClient[Any] | None = None
+        self._path: str | None = None
+        self.port = 0
+        if self.embedded:
+            self._path = tempfile.mkdtemp(prefix="gtom-secantus-")
+            self.start()
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or start again) the embedded server on its path and port."""
+        import secantus
+
+        assert self.embedded
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._server = secantus.SecantusDBServer(
+                    storage_path=self._path, port=self.port, **self._kwargs
+                )
+                self._server.start()
+                break
+            except OSError:  # the old socket may linger a moment after a stop
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.port = self._server.address[1]
+
+    def stop(self) -> None:
+        """Stop the embedded server (its data stays on disk)."""
+        assert self.embedded
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop the server and start it again on the same path and port."""
+        if not self.embedded:
+            pytest.skip("an external MongoDB cannot be restarted by the tests")
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+
+    def prune_oplog(self) -> None:
+        """Make the embedded server drop what exceeds its oplog size now.
+
+        SecantusDB trims its oplog only every 1,000 writes (mongod trims as it goes); tests that
+        overrun a tiny oplog call this to see the truncation a real server would have done.
+        """
+        if not self.embedded:
+            pytest.skip("only an embedded SecantusDB can be told to prune its oplog")
+        self.admin.admin.command({"secantusAdmin.pruneOplog": 1})
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+        if self.embedded:
+            self.stop()
+            shutil.rmtree(self._path or "", ignore_errors=True)
+
+    # -- clients -------------------------------------------------------------------------------
+
+    @property
+    def uri(self) -> str:
+        if EXTERNAL_URI is not None:
+            return EXTERNAL_URI
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def client_kwargs(self, **kwargs: Any) -> dict[str, Any]:
+        # Polling monitors: SecantusDB holds a streaming (awaitable) hello for its full 10 s, so
+        # after a state-change error (e.g. ShutdownInProgress) a streaming monitor would keep the
+        # client from selecting the server for 10 s. Polling re-checks within 0.5 s.
+        return {
+            "appName": APP_NAME,
+            "serverSelectionTimeoutMS": 20_000,
+            "serverMonitoringMode": "poll",
+            **kwargs,
+        }
+
+    def client(self, **kwargs: Any) -> MongoClient[Any]:
+        return MongoClient(self.uri, **self.client_kwargs(**kwargs))
+
+    def async_client(self, **kwargs: Any) -> AsyncMongoClient[Any]:
+        return AsyncMongoClient(self.uri, **self.client_kwargs(**kwargs))
+
+    @property
+    def admin(self) -> MongoClient[Any]:
+        """The harness's own client (a different appName, so failpoints spare it)."""
+        if self._admin is None:
+            self._admin = MongoClient(self.uri, appName="gtom-test-harness")
+        return self._admin
+
+    # -- failpoints ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def fail_command(
+        self,
+        commands: Sequence[str],
+        *,
+        error_code: int | None = None,
+        error_labels: Sequence[str] | None = None,
+        close_connection: bool = False,
+        block_ms: int = 0,
+        times: int | None = None,
+        skip: int = 0,
+        app_name: str | None = APP_NAME,
+    ) -> Iterator[None]:
+        """Fail ``commands`` of the clients under test (``times`` times, or always) meanwhile."""
+        data: dict[str, Any] = {"failCommands": list(commands)}
+        if error_code is not None:
+            data["errorCode"] = error_code
+        if error_labels is not None:
+            data["errorLabels"] = list(error_labels)
+        if close_connection:
+            data["closeConnection"] = True
+        if block_ms:
+            data.update(blockConnection=True, blockTimeMS=block_ms)
+        if app_name is not None:
+            data["appName"] = app_name
+        mode: Any = "alwaysOn" if times is None else {"times": times, "skip": skip}
+        try:
+            self.admin.admin.command("configureFailPoint", "failCommand", mode=mode, data=data)
+        except Exception as e:  # a real mongod without enableTestCommands
+            pytest.skip(f"the server does not allow failpoints: {e}")
+        try:
+            yield
+        finally:
+            self.admin.admin.command("configureFailPoint", "failCommand", mode="off")
+
+
+def _start_or_skip(**kwargs: Any) -> TestServer:
+    if EXTERNAL_URI is not None and kwargs:
+        pytest.skip("a real MongoDB's oplog cannot be made tiny (its minimum is 990 MB)")
+    return TestServer(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[TestServer]:
+    """A replica-set member shared by the tests of one module."""
+    s = _start_or_skip()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_oplog_server() -> Iterator[TestServer]:
+    """A replica-set member whose oplog keeps only a few dozen entries."""
+    s = _start_or_skip(oplog_max_entries=TINY_OPLOG_ENTRIES)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(server: TestServer) -> Iterator[MongoClient[Any]]:
+    c = server.client()
+    yield c
+    c.close()
+
+
+@pytest_asyncio.fixture
+async def async_client(server: TestServer) -> AsyncIterator[AsyncMongoClient[Any]]:
+    c = server.async_client()
+    yield c
+    await c.close()
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def db_name(request: pytest.FixtureRequest) -> str:
+    """A database name of this test's own (valid, short, unique in the session)."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40]
+    return f"t{next(_counter)}_{base}"
+
+
+@pytest.fixture
+def free_port() -> Iterator[int]:
+    """A TCP port nothing listens on (held bound, so no other server can take it meanwhile)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect garbage after each test, so a leaked resource is reported by the test leaking it."""
+    yield
+    gc.collect()
