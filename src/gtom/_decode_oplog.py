@@ -2,7 +2,8 @@
 
 Shapes understood (see ``tests/fixtures/oplog/`` for real examples and where they come from):
 
-* ``i`` insert, ``d`` delete, ``n`` no-op (no op, but it is still a position);
+* ``i`` insert, ``d`` delete, ``n`` no-op (no op, but it is still a position), and the internal
+  ``xi``/``xd``/``ci``/``cu`` entries of newer servers (no op either);
 * ``u`` update as ``$v:1`` (``$set``/``$unset``, also without ``$v`` before 3.6), as mongod's
   ``$v:2`` diff (``u``/``i``/``d``/``s<field>`` sections, array diffs with ``a``/``l``/``u<n>``/
   ``s<n>``), as the change-event shaped ``$v:2`` diff SecantusDB writes
@@ -33,6 +34,9 @@ from gtom._op import Op, Source, Txn
 
 __all__ = ["ChainIncomplete", "OplogDecoder", "call_user", "diff_to_update_description"]
 
+#: Operation letters newer servers use for internal bookkeeping (global index keys, containers):
+#: no user document changes, so no op.
+_INTERNAL_OPS = frozenset({"xi", "xd", "ci", "cu"})
 #: Commands that are index-build bookkeeping, not changes: the build's completion
 #: (``commitIndexBuild``, or ``createIndexes`` on an empty collection) is the change.
 _SKIPPED_COMMANDS = frozenset({"startIndexBuild", "abortIndexBuild"})
@@ -120,7 +124,7 @@ class OplogDecoder:
             raise DecodeError(f"an oplog entry must be a document, got {type(entry).__name__}")
         kind = entry.get("op")
         ts = _timestamp(entry)
-        if kind == "n":
+        if kind == "n" or kind in _INTERNAL_OPS:
             return []
         if entry.get("fromMigrate"):
             # Chunk migrations copy documents between shards: not a change of the data set.
@@ -206,9 +210,13 @@ class OplogDecoder:
         first = chain[0]
         lsid = first.get("lsid")
         txn_number = first.get("txnNumber")
+        # multiOpType 1 (8.0+): a retryable multi-document insert logged as one applyOps, whose
+        # writes apply separately; it has a session but is not a transaction.
         txn_key = (
             (_plain(lsid, self._codec), int(txn_number))
-            if isinstance(lsid, Mapping) and isinstance(txn_number, int)
+            if isinstance(lsid, Mapping)
+            and isinstance(txn_number, int)
+            and first.get("multiOpType") != 1
             else None
         )
         ops: list[Op] = []
@@ -234,7 +242,7 @@ class OplogDecoder:
     ) -> None:
         """Append the op for one write (a top-level entry or an applyOps item), if it is kept."""
         kind = entry.get("op")
-        if kind == "n":
+        if kind == "n" or kind in _INTERNAL_OPS:
             return
         if kind not in ("i", "u", "d", "c"):
             raise DecodeError(f"unknown oplog operation {kind!r}", entry)
@@ -273,6 +281,8 @@ class OplogDecoder:
         elif kind == "u":
             version = o.get("$v")
             if version is None and not any(k.startswith("$") for k in o):
+                if "_id" not in o:
+                    raise DecodeError("an update is neither operators nor a replacement", entry)
                 self._set_document(op, o)  # a whole replacement
             else:
                 op.update_description = _update_description(o, version, self._codec)
