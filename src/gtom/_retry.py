@@ -6,6 +6,8 @@ Pure classification of pymongo's exceptions; the engine retries the transient on
 
 from __future__ import annotations
 
+import re
+
 from pymongo.errors import (
     AutoReconnect,
     ConnectionFailure,
@@ -76,7 +78,14 @@ def describe(exc: BaseException) -> str:
     if isinstance(details, dict) and "errmsg" in details:
         code, name = details.get("code"), details.get("codeName")
         return f"{details['errmsg']} (error {code}{' ' + name if name else ''})"
-    text = str(exc).split(", Timeout:")[0]  # pymongo appends the whole topology: keep it short
+    if isinstance(exc, OperationFailure):
+        return f"{str(exc).split(', full error:')[0]} (error {exc.code})"
+    text = str(exc)
+    waited = re.search(r"Timeout: ([0-9.]+)s", text)
+    # pymongo appends its timeouts and the whole topology: keep the first part.
+    text = re.split(r", Timeout:| \(configured timeouts", text)[0]
+    if isinstance(exc, ServerSelectionTimeoutError):
+        return f"{text} (gave up after {waited.group(1)}s)" if waited else text
     return f"{type(exc).__name__}: {text}"
 
 

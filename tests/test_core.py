@@ -1,0 +1,198 @@
+"""Pure parts of the core: positions, backoff, error classification, options, the public API."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from bson import Timestamp
+from pymongo.errors import (
+    AutoReconnect,
+    NetworkTimeout,
+    NotPrimaryError,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+)
+
+import gtom
+from gtom._backoff import Backoff
+from gtom._position import ALL, OplogPosition
+from gtom._retry import describe, is_transient, translate
+
+T1, T2, T3 = Timestamp(10, 1), Timestamp(10, 2), Timestamp(11, 1)
+
+
+def admitted(position: OplogPosition, stream: list[Timestamp]) -> list[Timestamp]:
+    re_read = position.re_read()
+    return [ts for ts in stream if re_read.admit(ts)]
+
+
+def test_a_re_read_skips_exactly_what_was_delivered_at_the_position() -> None:
+    # Three entries share T2 (a SecantusDB transaction); two of them were delivered.
+    position = OplogPosition(T1)
+    for ts in (T2, T2):
+        position.advance(ts)
+    assert (position.ts, position.seen) == (T2, 2)
+    assert admitted(position, [T1, T2, T2, T2, T3]) == [T2, T3]
+
+
+def test_a_position_strictly_after_a_timestamp_skips_all_of_it() -> None:
+    position = OplogPosition(T2, ALL)
+    assert admitted(position, [T1, T2, T2, T3, T3]) == [T3, T3]
+    position.advance(T2)  # advancing at the same ts keeps "all of it"
+    assert position.seen == ALL
+
+
+def test_once_past_the_delivered_prefix_everything_is_new() -> None:
+    position = OplogPosition(T1, 1)
+    assert admitted(position, [T1, T2, T2, T3]) == [T2, T2, T3]
+
+
+def test_backoff_grows_is_capped_and_resets() -> None:
+    backoff = Backoff(base=0.1, cap=1.0, rand=lambda: 1.0)
+    assert [backoff.next_delay() for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert backoff.attempts == 6
+    backoff.reset()
+    assert backoff.next_delay() == 0.1
+
+
+def test_backoff_jitter_stays_between_half_and_the_whole_ceiling() -> None:
+    low = Backoff(base=1.0, cap=10.0, rand=lambda: 0.0)
+    assert low.next_delay() == 0.5
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AutoReconnect("connection reset"),
+        NetworkTimeout("timed out"),
+        NotPrimaryError("not primary", {}),
+        ServerSelectionTimeoutError("no servers"),
+        OperationFailure("shutting down", code=91),
+        OperationFailure("cursor gone", code=43),
+        OperationFailure("capped position lost", code=136),
+        OperationFailure(
+            "labelled", code=1, details={"errorLabels": ["ResumableChangeStreamError"]}
+        ),
+    ],
+)
+def test_transient_errors_are_retried(error: Exception) -> None:
+    assert is_transient(error)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "message"),
+    [
+        (OperationFailure("bad", code=2), gtom.GtomError, "MongoDB refused tailing: bad (error 2)"),
+        (
+            OperationFailure("not authorized on local", code=13),
+            gtom.NotAuthorizedError,
+            "not authorized while tailing",
+        ),
+        (ServerSelectionTimeoutError("x:1: refused"), gtom.ServerUnavailableError, "cannot reach"),
+    ],
+)
+def test_other_errors_become_clear_gtom_errors(
+    error: Exception, kind: type[gtom.GtomError], message: str
+) -> None:
+    assert not isinstance(error, OperationFailure) or not is_transient(error)
+    translated = translate(error, "tailing")  # type: ignore[arg-type]
+    assert isinstance(translated, kind)
+    assert message in str(translated)
+
+
+def test_describe_keeps_server_errors_short() -> None:
+    error = OperationFailure(
+        "x",
+        code=91,
+        details={"errmsg": "shutting down", "code": 91, "codeName": "ShutdownInProgress"},
+    )
+    assert describe(error) == "shutting down (error 91 ShutdownInProgress)"
+
+
+def test_options_are_keyword_only_and_frozen() -> None:
+    with pytest.raises(TypeError):
+        gtom.Options(20)  # type: ignore[misc]
+    options = gtom.Options()
+    with pytest.raises(AttributeError):
+        options.channel_size = 5  # type: ignore[misc]
+    assert options.replace(channel_size=5).channel_size == 5
+
+
+def test_unsupported_sources_are_refused_rather_than_ignored() -> None:
+    with pytest.raises(gtom.ConfigurationError, match="not supported by this version"):
+        gtom.Options(change_stream_ns=["db.c"]).validate()
+
+
+def test_op_helpers() -> None:
+    op = gtom.Op("c", "db.$cmd", data={"dropDatabase": 1})
+    assert op.is_drop() and op.is_drop_database() and op.is_command()
+    assert (op.get_database(), op.get_collection()) == ("db", "")
+    drop = gtom.Op("c", "db.users", data={"drop": "users"})
+    assert drop.is_drop() and not drop.is_drop_database() and drop.get_collection() == "users"
+    create = gtom.Op("c", "db.users", data={"create": "users"})
+    assert not create.is_drop()
+    insert = gtom.Op("i", "db.a.b", id=1)
+    assert insert.get_collection() == "a.b" and insert.is_insert()
+
+
+EXPORTED = {
+    "AsyncOpCtx",
+    "AsyncOpQueue",
+    "CallbackError",
+    "ConfigurationError",
+    "DecodeError",
+    "GtomError",
+    "HistoryLostError",
+    "NotAuthorizedError",
+    "NotReplicaSetError",
+    "Op",
+    "OpCtx",
+    "OpFilter",
+    "OpQueue",
+    "Options",
+    "Ordering",
+    "ServerError",
+    "ServerUnavailableError",
+    "Source",
+    "StoppedError",
+    "Txn",
+    "__version__",
+    "chain_op_filters",
+    "first_op_timestamp",
+    "last_op_timestamp",
+    "start",
+    "start_async",
+}
+
+
+def test_the_public_surface_is_exactly_this() -> None:
+    assert set(gtom.__all__) == EXPORTED
+
+
+DUNDERS_TO_DOCUMENT = ("__iter__", "__next__", "__aiter__", "__anext__", "__init__")
+
+
+def test_every_public_name_and_member_has_a_docstring() -> None:
+    missing = []
+    for name in gtom.__all__:
+        obj = getattr(gtom, name)
+        if name.startswith("__") or name == "OpFilter":
+            continue
+        if not inspect.getdoc(obj):
+            missing.append(name)
+        if inspect.isclass(obj):
+            for member, value in vars(obj).items():
+                if member.startswith("_") and member not in DUNDERS_TO_DOCUMENT:
+                    continue
+                documentable = callable(value) or isinstance(value, property)
+                if documentable and not inspect.getdoc(value):
+                    missing.append(f"{name}.{member}")
+    assert missing == []
+
+
+def test_errors_all_derive_from_gtom_error() -> None:
+    for name in gtom.__all__:
+        obj = getattr(gtom, name)
+        if inspect.isclass(obj) and issubclass(obj, Exception):
+            assert issubclass(obj, gtom.GtomError), name
