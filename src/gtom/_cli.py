@@ -1,0 +1,207 @@
+"""The ``gtom`` command.
+
+``gtom tail`` prints a deployment's changes as JSON Lines; ``gtom demo`` shows it on an embedded
+server.
+Every failure the user can fix (a bad URI, an unreachable server, a server with no oplog, an
+unknown option) is one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, NoReturn, TextIO
+
+from bson import Timestamp
+from pymongo import MongoClient
+from pymongo.errors import ConfigurationError as PyMongoConfigurationError
+from pymongo.errors import PyMongoError
+
+import gtom
+from gtom._jsonl import op_line
+from gtom._op import Op
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_URI = "mongodb://localhost:27017/"
+DEFAULT_TIMEOUT = 10.0
+_CREDENTIALS = re.compile(r"(mongodb(?:\+srv)?://)[^@/\s]+@")
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in its values: one line, exit code 2."""
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of any MongoDB URI in it replaced by ``***``."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _parse_after(text: str) -> Callable[[Any, gtom.Options], Timestamp] | None:
+    """``now`` (default), ``oldest``, or ``SECONDS[.INCREMENT]`` (a BSON timestamp)."""
+    if text == "now":
+        return None
+    if text == "oldest":
+        return lambda client, options: Timestamp(0, 0)
+    seconds, _, increment = text.partition(".")
+    if not seconds.isdigit() or (increment and not increment.isdigit()):
+        raise UsageError(f"--after must be 'now', 'oldest' or SECONDS[.INCREMENT], got {text!r}")
+    ts = Timestamp(int(seconds), int(increment or 0))
+    return lambda client, options: ts
+
+
+def _namespace_filter(namespaces: Sequence[str]) -> Callable[[Op], bool] | None:
+    if not namespaces:
+        return None
+    exact = {ns for ns in namespaces if "." in ns}
+    databases = {ns for ns in namespaces if "." not in ns}
+    for ns in namespaces:
+        if not ns or ns.startswith(".") or ns.endswith("."):
+            raise UsageError(f"--ns must be 'db' or 'db.collection', got {ns!r}")
+
+    def keep(op: Op) -> bool:
+        return op.namespace in exact or op.namespace.partition(".")[0] in databases
+
+    return keep
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog="gtom",
+        description="Follow a MongoDB deployment's changes and print them as JSON Lines.",
+    )
+    parser.add_argument("--version", action="version", version=f"gtom {gtom.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    tail = commands.add_parser(
+        "tail",
+        help="print the oplog's changes as JSON Lines",
+        description="Tail a replica set's oplog and print every change as a line of JSON.",
+    )
+    tail.add_argument(
+        "--uri",
+        default=os.environ.get("GTOM_URI", DEFAULT_URI),
+        help="connection string of a replica set member (default: $GTOM_URI or %(default)s)",
+    )
+    tail.add_argument(
+        "--ns",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="only this database or db.collection (repeatable; default: everything)",
+    )
+    tail.add_argument(
+        "--after",
+        default="now",
+        metavar="WHEN",
+        help="start after: now (default), oldest, or a timestamp SECONDS[.INCREMENT]",
+    )
+    tail.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to look for the server before giving up (default: %(default)s)",
+    )
+    tail.add_argument(
+        "--canonical", action="store_true", help="canonical instead of relaxed Extended JSON"
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="run gtom against an embedded server with sample changes (needs SecantusDB)",
+        description="Start an embedded SecantusDB server, make sample changes, and print the "
+        "events gtom sees as JSON Lines.",
+    )
+    demo.add_argument(
+        "--canonical", action="store_true", help="canonical instead of relaxed Extended JSON"
+    )
+    return parser
+
+
+def tail(
+    client: MongoClient[Any], options: gtom.Options, out: TextIO, *, canonical: bool = False
+) -> int:
+    """Print ``client``'s changes to ``out`` until interrupted (SIGINT/SIGTERM) or a fatal error."""
+    ctx = gtom.start(client, options)
+    _stop_on_signals(ctx)
+    print("gtom: tailing the oplog; stop with Ctrl-C", file=sys.stderr, flush=True)
+    write = out.write
+    try:
+        for op in ctx:
+            write(op_line(op, canonical=canonical))
+            write("\n")
+            if ctx.op_c.empty():
+                out.flush()  # batch lines while busy, show them at once while idle
+    finally:
+        ctx.stop()
+    return EXIT_OK
+
+
+def _stop_on_signals(ctx: gtom.OpCtx) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        ctx.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+
+def _run_tail(args: argparse.Namespace) -> int:
+    options = gtom.Options(
+        namespace_filter=_namespace_filter(args.ns), after=_parse_after(args.after)
+    )
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be a number of seconds > 0, got {args.timeout}")
+    try:
+        client: MongoClient[Any] = MongoClient(
+            args.uri, serverSelectionTimeoutMS=int(args.timeout * 1000)
+        )
+    except (PyMongoConfigurationError, ValueError, TypeError) as e:
+        raise UsageError(f"invalid MongoDB URI: {e}") from e
+    try:
+        return tail(client, options, sys.stdout, canonical=args.canonical)
+    finally:
+        client.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``gtom`` command line; return the exit code."""
+    try:
+        args = _build_parser().parse_args(argv)
+        if args.command == "tail":
+            return _run_tail(args)
+        from gtom._demo import run_demo
+
+        return run_demo(sys.stdout, canonical=args.canonical)
+    except UsageError as e:
+        return _fail(str(e), EXIT_USAGE)
+    except gtom.GtomError as e:
+        return _fail(str(e), EXIT_USAGE)
+    except PyMongoError as e:
+        return _fail(f"MongoDB error: {e}", EXIT_ERROR)
+    except BrokenPipeError:
+        # The reader went away (e.g. `gtom tail | head`): not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"gtom: error: {redact(message)}", file=sys.stderr)
+    return code

@@ -1,0 +1,152 @@
+"""The gtom command, run as a real process against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from bson import json_util
+
+from tests.conftest import TestServer
+
+GTOM = [sys.executable, "-m", "gtom"]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*GTOM, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], message: str) -> None:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("gtom: error: ")
+    assert message in lines[0]
+
+
+class Tail:
+    """A running `gtom tail` process."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*GTOM, "tail", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.proc.stderr is not None
+        ready = self.proc.stderr.readline()
+        assert "tailing" in ready, ready + self.proc.stderr.read()
+
+    def lines(self, n: int, timeout: float = 20) -> list[dict[str, Any]]:
+        assert self.proc.stdout is not None
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line:
+                out.append(json_util.loads(line))
+        return out
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=10)  # reaps the process and closes its pipes
+
+
+@pytest.fixture
+def tail_process(server: TestServer, db_name: str) -> Iterator[Tail]:
+    t = Tail("--uri", server.uri, "--ns", db_name)
+    yield t
+    t.close()
+
+
+def test_tail_prints_each_change_as_a_json_line(
+    tail_process: Tail, client: Any, db_name: str
+) -> None:
+    client[db_name].c.insert_one({"_id": 1, "name": "x"})
+    client[db_name].c.update_one({"_id": 1}, {"$set": {"name": "y"}})
+    client[db_name].c.delete_one({"_id": 1})
+    insert, update, delete = tail_process.lines(3)
+    assert insert["operation"] == "i" and insert["namespace"] == f"{db_name}.c"
+    assert insert["data"] == {"_id": 1, "name": "x"} and insert["source"] == "oplog"
+    assert update["update_description"]["updatedFields"] == {"name": "y"}
+    assert delete["operation"] == "d" and delete["id"] == 1
+    assert tail_process.stop() == 0
+
+
+def test_tail_output_is_relaxed_extended_json(
+    tail_process: Tail, client: Any, db_name: str
+) -> None:
+    from bson import ObjectId
+
+    oid = ObjectId()
+    client[db_name].c.insert_one({"_id": oid, "n": 1})
+    assert tail_process.proc.stdout is not None
+    line = tail_process.proc.stdout.readline()
+    raw = json.loads(line)  # plain JSON, parseable by anything
+    assert raw["id"] == {"$oid": str(oid)} and raw["data"]["n"] == 1
+    assert tail_process.stop() == 0
+
+
+def test_bad_uri_is_one_line_and_exit_2() -> None:
+    assert_one_line_error(run("tail", "--uri", "bad://host"), "invalid MongoDB URI")
+
+
+def test_unreachable_server_is_said_within_the_timeout(free_port: int) -> None:
+    result = run("tail", "--uri", f"mongodb://127.0.0.1:{free_port}/", "--timeout", "0.5")
+    assert_one_line_error(result, "cannot reach MongoDB")
+
+
+def test_passwords_never_appear_in_messages(free_port: int) -> None:
+    uri = f"mongodb://alice:s3cret@127.0.0.1:{free_port}/"
+    result = run("tail", "--uri", uri, "--timeout", "0.3")
+    assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_unknown_option_is_one_line_and_exit_2() -> None:
+    assert_one_line_error(run("tail", "--bogus"), "unrecognized arguments: --bogus")
+
+
+def test_bad_after_value_is_one_line_and_exit_2() -> None:
+    assert_one_line_error(run("tail", "--after", "yesterday"), "--after must be")
+
+
+def test_a_server_that_is_not_a_replica_set_member_is_refused() -> None:
+    if os.environ.get("GTOM_TEST_MONGODB_URI"):
+        pytest.skip("needs an embedded standalone server")
+    import secantus
+
+    with tempfile.TemporaryDirectory() as path:
+        standalone = secantus.SecantusDBServer(storage_path=path, port=0, replica_set_name=None)
+        standalone.start()
+        try:
+            result = run("tail", "--uri", standalone.uri, "--timeout", "5")
+        finally:
+            standalone.stop()
+    assert_one_line_error(result, "not a replica set member")
+
+
+def test_demo_prints_the_sample_changes_and_exits() -> None:
+    result = run("demo", timeout=120)
+    assert result.returncode == 0, result.stderr
+    events = [json_util.loads(line) for line in result.stdout.splitlines()]
+    kinds = {(e["operation"], e["namespace"].split(".")[1]) for e in events}
+    assert {("i", "users"), ("u", "users"), ("d", "users"), ("c", "$cmd")} <= kinds
+    assert any(e["txn"] for e in events)
+    assert events[-1]["data"] == {"dropDatabase": 1}
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("gtom ")
