@@ -148,7 +148,7 @@ async def test_overrunning_a_tiny_oplog_while_paused_raises_history_lost(
         delivered = [op]
         with pytest.raises(gtom.HistoryLostError) as caught:
             async for later in ctx:
-                delivered.append(later)
+                delivered.append(later)  # noqa: PERF401 - the list must survive the exception
         assert [o.id for o in delivered] == list(range(len(delivered)))
         error = caught.value
         # It names the last position delivered, and the oldest one the oplog still has.

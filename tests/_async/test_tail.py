@@ -224,7 +224,7 @@ async def test_a_raising_filter_ends_iteration_with_a_callback_error(
     options = gtom.Options(namespace_filter=in_db(db_name), filter=broken)
     async with await gtom.start_async(async_client, options) as ctx:
         await async_client[db_name].c.insert_one({"_id": 1})
-        with pytest.raises(gtom.CallbackError, match="filter function raised ValueError: boom"):
+        with pytest.raises(gtom.CallbackError, match=r"filter function raised ValueError: boom"):
             async for _ in ctx:
                 pass
 
@@ -253,7 +253,7 @@ async def test_bad_options_are_configuration_errors_naming_the_option(
 
 async def test_after_returning_a_non_timestamp_is_a_configuration_error(async_client: Any) -> None:
     options = gtom.Options(after=lambda c, o: 12)  # type: ignore[arg-type,return-value]
-    with pytest.raises(gtom.ConfigurationError, match="after function must be a bson.Timestamp"):
+    with pytest.raises(gtom.ConfigurationError, match=r"after function must be a bson\.Timestamp"):
         await gtom.start_async(async_client, options)
 
 

@@ -1,0 +1,63 @@
+"""The README's examples run, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import TestServer
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+EXAMPLE_URI = "mongodb://localhost:27017/?replicaSet=rs0"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def test_the_quick_start_example_prints_the_insert_and_the_update(server: TestServer) -> None:
+    quick_start = python_blocks()[0]
+    assert EXAMPLE_URI in quick_start
+    assert len(quick_start.strip().splitlines()) <= 12
+    code = quick_start.replace(EXAMPLE_URI, server.uri)
+    out = io.StringIO()
+    namespace: dict[str, Any] = {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), namespace)
+    namespace["client"].close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("i shop.orders ") and "'qty': 2" in lines[0]
+    assert lines[1].startswith("u shop.orders ") and "'updatedFields': {'qty': 3}" in lines[1]
+
+
+def test_the_asyncio_example_follows_changes(server: TestServer) -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(python_blocks()[1], "README.md", "exec"), namespace)
+
+    async def scenario() -> str:
+        client = server.async_client()
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                task = asyncio.create_task(namespace["follow"](client))
+                # start_async has returned once its tailer runs: writes from now on are seen.
+                while not any(t.get_name().startswith("gtom") for t in asyncio.all_tasks()):
+                    await asyncio.sleep(0.01)
+                await client.readme_async.c.insert_one({"_id": "hello"})
+                for _ in range(100):
+                    if "readme_async.c hello" in out.getvalue():
+                        break
+                    await asyncio.sleep(0.05)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            await client.close()
+        return out.getvalue()
+
+    assert "i readme_async.c hello" in asyncio.run(scenario())
