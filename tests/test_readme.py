@@ -46,7 +46,7 @@ def test_the_asyncio_example_follows_changes(server: TestServer) -> None:
             with contextlib.redirect_stdout(out):
                 task = asyncio.create_task(namespace["follow"](client))
                 # start_async has returned once its tailer runs: writes from now on are seen.
-                while not any(t.get_name().startswith("gtom") for t in asyncio.all_tasks()):
+                while not any(t.get_name().startswith("gtom") for t in asyncio.all_tasks()):  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
                 await client.readme_async.c.insert_one({"_id": "hello"})
                 for _ in range(100):
