@@ -63,18 +63,12 @@ class TestServer:
         import secantus
 
         assert self.embedded
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self._server = secantus.SecantusDBServer(
-                    storage_path=self._path, port=self.port, **self._kwargs
-                )
-                self._server.start()
-                break
-            except OSError:  # the old socket may linger a moment after a stop
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        if self.port:
+            _wait_until_bindable(self.port)  # the old listener may linger a moment after a stop
+        self._server = secantus.SecantusDBServer(
+            storage_path=self._path, port=self.port, **self._kwargs
+        )
+        self._server.start()
         self.port = self._server.address[1]
 
     def stop(self) -> None:
@@ -83,6 +77,10 @@ class TestServer:
         if self._server is not None:
             self._server.stop()
             self._server = None
+            # SecantusDB's accept thread holds the listening socket until accept() returns, so
+            # the port stays taken after stop(); one connection lets it notice the stop and let go.
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
 
     def restart(self, down_for: float = 0.0) -> None:
         """Stop the server and start it again on the same path and port."""
@@ -179,6 +177,20 @@ class TestServer:
             self.admin.admin.command("configureFailPoint", "failCommand", mode="off")
 
 
+def _wait_until_bindable(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+        time.sleep(0.05)
+
+
 def _start_or_skip(**kwargs: Any) -> TestServer:
     if EXTERNAL_URI is not None and kwargs:
         pytest.skip("a real MongoDB's oplog cannot be made tiny (its minimum is 990 MB)")
@@ -197,6 +209,28 @@ def server() -> Iterator[TestServer]:
 def tiny_oplog_server() -> Iterator[TestServer]:
     """A replica-set member whose oplog keeps only a few dozen entries."""
     s = _start_or_skip(oplog_max_entries=TINY_OPLOG_ENTRIES)
+    yield s
+    s.close()
+
+
+AUTH_USERS = {"root": ["root"], "app": [{"role": "readWrite", "db": "shop"}]}
+AUTH_PASSWORD = "s3cret-pw"
+
+
+@pytest.fixture(scope="module")
+def auth_server() -> Iterator[TestServer]:
+    """A server requiring authentication: user "root" may do anything, "app" may not read the
+    oplog; both have the password ``AUTH_PASSWORD``."""
+    if EXTERNAL_URI is not None:
+        pytest.skip("needs an embedded server whose users the tests define")
+    s = TestServer()
+    for user, roles in AUTH_USERS.items():
+        s.admin.admin.command("createUser", user, pwd=AUTH_PASSWORD, roles=roles)
+    s.admin.close()
+    s._admin = None
+    s.stop()
+    s._kwargs["require_auth"] = True
+    s.start()
     yield s
     s.close()
 

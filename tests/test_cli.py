@@ -150,3 +150,11 @@ def test_demo_prints_the_sample_changes_and_exits() -> None:
 def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0 and result.stdout.startswith("gtom ")
+
+
+def test_failed_authentication_is_one_line_without_the_password(auth_server: TestServer) -> None:
+    host = auth_server.uri.split("//")[1].split("/")[0]
+    uri = f"mongodb://root:wrong-pw@{host}/?directConnection=true"
+    result = run("tail", "--uri", uri, "--timeout", "5")
+    assert_one_line_error(result, "authentication failed")
+    assert "wrong-pw" not in result.stderr

@@ -87,7 +87,7 @@ def test_transient_errors_are_retried(error: Exception) -> None:
         (
             OperationFailure("not authorized on local", code=13),
             gtom.NotAuthorizedError,
-            "not authorized while tailing",
+            "the user is not authorized for tailing",
         ),
         (ServerSelectionTimeoutError("x:1: refused"), gtom.ServerUnavailableError, "cannot reach"),
     ],

@@ -58,7 +58,8 @@ _TRANSIENT_LABELS = (
     "RetryableError",
     "SystemOverloadedError",
 )
-_UNAUTHORIZED_CODES = frozenset({13, 18, 8000})  # Unauthorized, AuthenticationFailed, Atlas
+_AUTHENTICATION_FAILED = 18
+_UNAUTHORIZED_CODES = frozenset({13, 8000})  # Unauthorized, Atlas's "user is not allowed"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -97,6 +98,14 @@ def translate(exc: PyMongoError, what: str) -> GtomError:
         return ServerUnavailableError(
             f"lost the connection to MongoDB while {what}: {describe(exc)}"
         )
+    if isinstance(exc, OperationFailure) and exc.code == _AUTHENTICATION_FAILED:
+        return NotAuthorizedError(
+            f"authentication failed while {what}: check the user name, password and authSource "
+            f"of the connection string ({describe(exc)})"
+        )
     if isinstance(exc, OperationFailure) and exc.code in _UNAUTHORIZED_CODES:
-        return NotAuthorizedError(f"not authorized while {what}: {describe(exc)}")
+        return NotAuthorizedError(
+            f"the user is not authorized for {what}: {describe(exc)}; grant it the read role on "
+            f"that database (for the oplog: the 'local' database)"
+        )
     return GtomError(f"MongoDB refused {what}: {describe(exc)}")
