@@ -196,3 +196,12 @@ def test_errors_all_derive_from_gtom_error() -> None:
         obj = getattr(gtom, name)
         if inspect.isclass(obj) and issubclass(obj, Exception):
             assert issubclass(obj, gtom.GtomError), name
+
+
+def test_server_traits_switch_workarounds_on_only_for_secantusdb() -> None:
+    from gtom._servers import MONGOD, ServerTraits
+
+    assert ServerTraits.from_build_info({"version": "8.0.4"}) == MONGOD
+    assert not MONGOD.open_race and not MONGOD.silent_truncation
+    secantus = ServerTraits.from_build_info({"version": "8.2.11", "secantusVersion": "0.7.0b3"})
+    assert secantus.open_race and secantus.silent_truncation

@@ -23,6 +23,7 @@ __all__ = [
     "Lane",
     "Lock",
     "OpQueue",
+    "Prefetcher",
     "QueueClosed",
     "Signal",
     "Worker",
@@ -64,8 +65,12 @@ class OpQueue(Generic[T]):
     def __init__(self, maxsize: int) -> None:
         """Create a queue holding at most ``maxsize`` items."""
         self._maxsize = maxsize
+        # A blocked producer is woken once the queue has drained to this level, so it refills
+        # many slots at a time instead of trading one item at a time with the consumer.
+        self._low_water = maxsize // 2
         self._items: deque[tuple[T, Lane | None]] = deque()
-        self._waiters: list[asyncio.Future[None]] = []
+        self._getters: list[asyncio.Future[None]] = []
+        self._putters: list[asyncio.Future[None]] = []
         self._closed = False
         self._error: BaseException | None = None
         self._paused = False
@@ -107,17 +112,20 @@ class OpQueue(Generic[T]):
         Returns False when the lane was cancelled (the rest is dropped); raises `QueueClosed` once
         the queue is closed.
         """
-        for item in items:
-            while True:
-                if self._closed:
-                    raise QueueClosed
-                if lane.cancelled:
-                    return False
-                if len(self._items) < self._maxsize and not (lane.gated and self._paused):
-                    break
-                await self._wait(None)
-            self._items.append((item, lane))
-            self._wake()
+        done, total = 0, len(items)
+        while done < total:
+            if self._closed:
+                raise QueueClosed
+            if lane.cancelled:
+                return False
+            room = self._maxsize - len(self._items)
+            if room <= 0 or (lane.gated and self._paused):
+                await self._wait(self._putters, None)
+                continue
+            batch = items[done : done + room]
+            self._items.extend((item, lane) for item in batch)
+            done += len(batch)
+            self._wake(self._getters)
         return not lane.cancelled
 
     async def wait_resumed(self, lane: Lane) -> bool:
@@ -125,7 +133,7 @@ class OpQueue(Generic[T]):
         while self._paused and not lane.cancelled:
             if self._closed:
                 raise QueueClosed
-            await self._wait(None)
+            await self._wait(self._putters, None)
         if self._closed:
             raise QueueClosed
         return not lane.cancelled
@@ -137,7 +145,7 @@ class OpQueue(Generic[T]):
         if len(self._items) >= self._maxsize:
             self._items.popleft()
         self._items.append((item, None))
-        self._wake()
+        self._wake(self._getters)
 
     # -- consumers -----------------------------------------------------------------------------
 
@@ -151,10 +159,8 @@ class OpQueue(Generic[T]):
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise queue.Empty
-            await self._wait(remaining)
-        item = self._items.popleft()[0]
-        self._wake()
-        return item
+            await self._wait(self._getters, remaining)
+        return self._pop()
 
     def get_nowait(self) -> T:
         """The next item if one waits, else `queue.Empty` (or the end of the stream)."""
@@ -162,8 +168,12 @@ class OpQueue(Generic[T]):
             if self._closed:
                 raise self._end()
             raise queue.Empty
+        return self._pop()
+
+    def _pop(self) -> T:
         item = self._items.popleft()[0]
-        self._wake()
+        if self._putters and len(self._items) <= self._low_water:
+            self._wake(self._putters)
         return item
 
     def _end(self) -> BaseException:
@@ -179,32 +189,38 @@ class OpQueue(Generic[T]):
     def resume(self) -> None:
         """Let gated lanes in again."""
         self._paused = False
-        self._wake()
+        self._wake_all()
 
     def cancel_lane(self, lane: Lane) -> None:
         """Cancel ``lane``: drop its waiting items and refuse its future ones."""
         lane.cancelled = True
         self._items = deque(pair for pair in self._items if pair[1] is not lane)
-        self._wake()
+        self._wake_all()
 
     def close(self, error: BaseException | None = None) -> None:
         """Refuse new items; consumers drain what waits, then get ``error`` (or StoppedError)."""
         if not self._closed:
             self._closed = True
             self._error = error
-            self._wake()
+            self._wake_all()
 
     # -- waiting -------------------------------------------------------------------------------
 
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future[None]]) -> None:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        waiters.clear()
 
-    async def _wait(self, timeout: float | None) -> None:
+    def _wake_all(self) -> None:
+        self._wake(self._getters)
+        self._wake(self._putters)
+
+    @staticmethod
+    async def _wait(waiters: list[asyncio.Future[None]], timeout: float | None) -> None:
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        waiters.append(waiter)
         try:
             if timeout is None:
                 await waiter
@@ -213,7 +229,43 @@ class OpQueue(Generic[T]):
                     await asyncio.wait_for(waiter, timeout)
         finally:
             with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
+                waiters.remove(waiter)
+
+
+class Prefetcher(Generic[T]):
+    """Runs one read in the background while the caller works on the previous one.
+
+    ``start(fn)`` begins ``fn()``; ``await result()`` waits for it and returns its value (or
+    raises its error); ``await close()`` cancels whatever still runs.
+    """
+
+    def __init__(self, name: str) -> None:
+        """Create an idle prefetcher; ``name`` names its task."""
+        self._name = name
+        self._task: asyncio.Task[T] | None = None
+
+    def start(self, fn: Callable[[], Awaitable[T]]) -> None:
+        """Begin ``fn()`` in the background."""
+        self._task = asyncio.get_running_loop().create_task(_call(fn), name=self._name)
+
+    async def result(self) -> T:
+        """The value of the read begun last."""
+        task, self._task = self._task, None
+        assert task is not None, "result() without start()"
+        return await task
+
+    async def close(self) -> None:
+        """Cancel the read in progress, if any, and wait for it to end."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        if task is not None and not task.cancelled():
+            task.exception()  # retrieved: an error of an abandoned read is not worth a warning
+
+
+async def _call(fn: Callable[[], Awaitable[T]]) -> T:
+    return await fn()
 
 
 class Signal:

@@ -10,12 +10,18 @@ from bson import Timestamp
 from pymongo import AsyncMongoClient
 
 from gtom._async._compat import Lane, Lock, OpQueue, Worker, maybe_await
-from gtom._async.oplog import OplogTailer, check_oplog_source, last_op_timestamp
+from gtom._async.oplog import (
+    OplogTailer,
+    check_oplog_source,
+    last_op_timestamp,
+    server_traits,
+)
 from gtom._decode_oplog import call_user
 from gtom._errors import ConfigurationError, StoppedError
 from gtom._op import Op
 from gtom._options import Options, resolve
 from gtom._position import ALL, OplogPosition, check_timestamp
+from gtom._servers import MONGOD
 
 __all__ = ["AsyncOpCtx", "start_async"]
 
@@ -44,12 +50,14 @@ class AsyncOpCtx:
         self._stopped = False
         self._tailer: OplogTailer | None = None
         self._tailer_worker: Worker | None = None
+        self._traits = MONGOD
         self._workers: list[Worker] = []
 
     async def _begin(self) -> None:
         options = self.options
         if not options.oplog_disabled:
             await check_oplog_source(self._client, options)
+            self._traits = await server_traits(self._client)
             if options.after is None:
                 after = await last_op_timestamp(self._client, options)
             else:
@@ -59,7 +67,13 @@ class AsyncOpCtx:
 
     def _start_tailer(self, position: OplogPosition) -> None:
         tailer = OplogTailer(
-            self._client, self.options, position, self.op_c, self.err_c, Lane(gated=True)
+            self._client,
+            self.options,
+            position,
+            self.op_c,
+            self.err_c,
+            Lane(gated=True),
+            self._traits,
         )
         worker = Worker(tailer.run, name="gtom-oplog-tailer")
         self._tailer, self._tailer_worker = tailer, worker

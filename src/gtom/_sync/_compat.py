@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from gtom._errors import StoppedError
@@ -25,6 +26,7 @@ __all__ = [
     "Lane",
     "Lock",
     "OpQueue",
+    "Prefetcher",
     "QueueClosed",
     "Signal",
     "Worker",
@@ -66,8 +68,13 @@ class OpQueue(Generic[T]):
     def __init__(self, maxsize: int) -> None:
         """Create a queue holding at most ``maxsize`` items."""
         self._maxsize = maxsize
+        # A blocked producer is woken once the queue has drained to this level, so it refills
+        # many slots at a time instead of trading one item at a time with the consumer.
+        self._low_water = maxsize // 2
         self._items: deque[tuple[T, Lane | None]] = deque()
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._not_empty = threading.Condition(lock)
+        self._not_full = threading.Condition(lock)  # room, resume, cancel or close
         self._closed = False
         self._error: BaseException | None = None
         self._paused = False
@@ -109,68 +116,73 @@ class OpQueue(Generic[T]):
         Returns False when the lane was cancelled (the rest is dropped); raises `QueueClosed` once
         the queue is closed.
         """
-        with self._cond:
-            for item in items:
-                while True:
-                    if self._closed:
-                        raise QueueClosed
-                    if lane.cancelled:
-                        return False
-                    if len(self._items) < self._maxsize and not (lane.gated and self._paused):
-                        break
-                    self._cond.wait()
-                self._items.append((item, lane))
-                self._cond.notify_all()
+        done, total = 0, len(items)
+        with self._not_full:
+            while done < total:
+                if self._closed:
+                    raise QueueClosed
+                if lane.cancelled:
+                    return False
+                room = self._maxsize - len(self._items)
+                if room <= 0 or (lane.gated and self._paused):
+                    self._not_full.wait()
+                    continue
+                batch = items[done : done + room]
+                self._items.extend((item, lane) for item in batch)
+                done += len(batch)
+                self._not_empty.notify_all()
             return not lane.cancelled
 
     def wait_resumed(self, lane: Lane) -> bool:
         """Wait until the queue is not paused; False if the lane was cancelled meanwhile."""
-        with self._cond:
+        with self._not_full:
             while self._paused and not lane.cancelled:
                 if self._closed:
                     raise QueueClosed
-                self._cond.wait()
+                self._not_full.wait()
             if self._closed:
                 raise QueueClosed
             return not lane.cancelled
 
     def offer(self, item: T) -> None:
         """Put without waiting; when full, drop the oldest item (for ``err_c``)."""
-        with self._cond:
+        with self._not_empty:
             if self._closed:
                 return
             if len(self._items) >= self._maxsize:
                 self._items.popleft()
             self._items.append((item, None))
-            self._cond.notify_all()
+            self._not_empty.notify_all()
 
     # -- consumers -----------------------------------------------------------------------------
 
     def get(self, timeout: float | None = None) -> T:
         """The next item; see the class docstring for timeouts and the end of the stream."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._not_empty:
             while not self._items:
                 if self._closed:
                     raise self._end()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise queue.Empty
-                self._cond.wait(remaining)
-            item = self._items.popleft()[0]
-            self._cond.notify_all()
-            return item
+                self._not_empty.wait(remaining)
+            return self._pop()
 
     def get_nowait(self) -> T:
         """The next item if one waits, else `queue.Empty` (or the end of the stream)."""
-        with self._cond:
+        with self._not_empty:
             if not self._items:
                 if self._closed:
                     raise self._end()
                 raise queue.Empty
-            item = self._items.popleft()[0]
-            self._cond.notify_all()
-            return item
+            return self._pop()
+
+    def _pop(self) -> T:
+        item = self._items.popleft()[0]
+        if len(self._items) <= self._low_water:
+            self._not_full.notify_all()
+        return item
 
     def _end(self) -> BaseException:
         return self._error if self._error is not None else StoppedError("the context is stopped")
@@ -179,30 +191,60 @@ class OpQueue(Generic[T]):
 
     def pause(self) -> None:
         """Hold back gated lanes: none of their items enters the queue until `resume`."""
-        with self._cond:
+        with self._not_full:
             self._paused = True
             self._pauses += 1
 
     def resume(self) -> None:
         """Let gated lanes in again."""
-        with self._cond:
+        with self._not_full:
             self._paused = False
-            self._cond.notify_all()
+            self._not_full.notify_all()
 
     def cancel_lane(self, lane: Lane) -> None:
         """Cancel ``lane``: drop its waiting items and refuse its future ones."""
-        with self._cond:
+        with self._not_full:
             lane.cancelled = True
             self._items = deque(pair for pair in self._items if pair[1] is not lane)
-            self._cond.notify_all()
+            self._not_full.notify_all()
 
     def close(self, error: BaseException | None = None) -> None:
         """Refuse new items; consumers drain what waits, then get ``error`` (or StoppedError)."""
-        with self._cond:
+        with self._not_full:
             if not self._closed:
                 self._closed = True
                 self._error = error
-                self._cond.notify_all()
+                self._not_full.notify_all()
+                self._not_empty.notify_all()
+
+
+class Prefetcher(Generic[T]):
+    """Runs one read in the background while the caller works on the previous one.
+
+    ``start(fn)`` begins ``fn()`` on a helper thread; ``result()`` waits for it and returns its
+    value (or raises its error); ``close()`` waits for whatever still runs (a read is bounded by
+    the engine's short await times) and ends the helper thread.
+    """
+
+    def __init__(self, name: str) -> None:
+        """Create an idle prefetcher; ``name`` names its thread."""
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._future: Future[T] | None = None
+
+    def start(self, fn: Callable[[], T]) -> None:
+        """Begin ``fn()`` in the background."""
+        self._future = self._pool.submit(fn)
+
+    def result(self) -> T:
+        """The value of the read begun last."""
+        future, self._future = self._future, None
+        assert future is not None, "result() without start()"
+        return future.result()
+
+    def close(self) -> None:
+        """Wait for the read in progress, if any, and end the helper thread."""
+        self._future = None
+        self._pool.shutdown(wait=True)
 
 
 class Signal:

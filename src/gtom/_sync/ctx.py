@@ -15,8 +15,14 @@ from gtom._errors import ConfigurationError, StoppedError
 from gtom._op import Op
 from gtom._options import Options, resolve
 from gtom._position import ALL, OplogPosition, check_timestamp
+from gtom._servers import MONGOD
 from gtom._sync._compat import Lane, Lock, OpQueue, Worker, maybe_await
-from gtom._sync.oplog import OplogTailer, check_oplog_source, last_op_timestamp
+from gtom._sync.oplog import (
+    OplogTailer,
+    check_oplog_source,
+    last_op_timestamp,
+    server_traits,
+)
 
 __all__ = ["OpCtx", "start"]
 
@@ -45,12 +51,14 @@ class OpCtx:
         self._stopped = False
         self._tailer: OplogTailer | None = None
         self._tailer_worker: Worker | None = None
+        self._traits = MONGOD
         self._workers: list[Worker] = []
 
     def _begin(self) -> None:
         options = self.options
         if not options.oplog_disabled:
             check_oplog_source(self._client, options)
+            self._traits = server_traits(self._client)
             if options.after is None:
                 after = last_op_timestamp(self._client, options)
             else:
@@ -60,7 +68,13 @@ class OpCtx:
 
     def _start_tailer(self, position: OplogPosition) -> None:
         tailer = OplogTailer(
-            self._client, self.options, position, self.op_c, self.err_c, Lane(gated=True)
+            self._client,
+            self.options,
+            position,
+            self.op_c,
+            self.err_c,
+            Lane(gated=True),
+            self._traits,
         )
         worker = Worker(tailer.run, name="gtom-oplog-tailer")
         self._tailer, self._tailer_worker = tailer, worker

@@ -2,28 +2,28 @@
 """Tailing the oplog: every entry after a position, in order, once, whatever the network does.
 
 The tailer reads ``local.oplog.rs`` with a tailable-cursor and hands decoded ops to the
-context's queue. Its position is an `OplogPosition` that advances only after the ops of an entry
-are queued. On any transient error it re-opens from that position (``ts >= position``, skipping
-what it already delivered) after a capped, jittered backoff, and before every re-open it checks
-that the position is still in the oplog, raising `HistoryLostError` when it is not.
+context's queue, reading the next batch while it delivers the last. Its position is an
+`OplogPosition` that advances only after the ops of an entry are queued. On any transient error it
+re-opens from that position (``ts >= position``, skipping what it already delivered) after a
+capped, jittered backoff.
 
-Opening a tailable cursor while writes are in flight can miss the entries written during the
-open on some servers (SecantusDB). So every (re-)open first reads what is already there with a
-plain query, then opens the tailable cursor, then reads once more with a plain query from the
-position reached; the re-read filter drops the overlap. The backlog is read once; the overlap is
-whatever was written during the open.
+Every open verifies that the oplog still reaches back to the position: the first entry read is
+the position's own entry, or else the oldest entry must not be newer than the position; if it
+is, `HistoryLostError` is raised. Two workarounds run only on servers that need them (see
+`gtom._servers`): a plain read from the position right after the cursor opened, for servers whose
+tailable cursor can miss entries written during its open; and a check of the oldest entry after
+long waits on the consumer, for servers that trim the oplog under an open cursor silently.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import bson
 from bson import Timestamp
 from bson.codec_options import CodecOptions
-from bson.raw_bson import RawBSONDocument
 from pymongo import CursorType, MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.synchronous.collection import Collection
@@ -41,7 +41,15 @@ from gtom._op import Op
 from gtom._options import DEFAULT_OPLOG_COLLECTION, DEFAULT_OPLOG_DATABASE, Options
 from gtom._position import OplogPosition, ReRead, format_ts
 from gtom._retry import describe, is_transient, translate
-from gtom._sync._compat import Lane, OpQueue, QueueClosed, Signal, sleep_until_set
+from gtom._servers import MONGOD, ServerTraits
+from gtom._sync._compat import (
+    Lane,
+    OpQueue,
+    Prefetcher,
+    QueueClosed,
+    Signal,
+    sleep_until_set,
+)
 
 __all__ = [
     "OplogTailer",
@@ -53,17 +61,15 @@ __all__ = [
 
 #: How long one ``getMore`` may wait for new entries. Short, so a stopped sync face ends quickly.
 MAX_AWAIT_MS = 500
-#: How often a running tailer checks that its position is still in the oplog (some servers
-#: truncate under an open cursor without an error).
+#: Entries per batch: small enough that reading the next batch overlaps delivering this one.
+BATCH_SIZE = 1000
+#: After waiting this long (in total) for room in ``op_c``, a tailer on a server that trims its
+#: oplog silently checks the oldest entry before reading on.
 HISTORY_CHECK_SECONDS = 10.0
 _ZERO = Timestamp(0, 0)
 
 Client = MongoClient[Any]
-
-
-def raw_codec(client: Client) -> CodecOptions[RawBSONDocument]:
-    """The client's codec options, reading documents as lazily decoded raw BSON."""
-    return client.codec_options.with_options(document_class=RawBSONDocument)
+RawCursor = RawBatchCursor[Any]
 
 
 def dict_codec(client: Client) -> CodecOptions[dict[str, Any]]:
@@ -71,10 +77,10 @@ def dict_codec(client: Client) -> CodecOptions[dict[str, Any]]:
     return client.codec_options.with_options(document_class=dict)
 
 
-def oplog_collection(client: Client, options: Options) -> Collection[RawBSONDocument]:
-    """The oplog collection, read as raw BSON."""
+def oplog_collection(client: Client, options: Options) -> Collection[dict[str, Any]]:
+    """The oplog collection, decoding with the client's codec options into dicts."""
     return client[options.oplog_database_name].get_collection(
-        options.oplog_collection_name, codec_options=raw_codec(client)
+        options.oplog_collection_name, codec_options=dict_codec(client)
     )
 
 
@@ -106,7 +112,7 @@ def check_oplog_source(client: Client, options: Options) -> None:
         )
 
 
-def _edge_timestamp(oplog: Collection[RawBSONDocument], direction: int) -> Timestamp:
+def _edge_timestamp(oplog: Collection[dict[str, Any]], direction: int) -> Timestamp:
     """The timestamp of the oldest (1) or newest (-1) entry; pymongo's errors pass through."""
     entry = oplog.find_one({}, sort=[("$natural", direction)], projection={"ts": 1})
     if entry is None:
@@ -125,6 +131,15 @@ def _public_edge(client: Client, options: Options | None, direction: int) -> Tim
         return _edge_timestamp(oplog_collection(client, options), direction)
     except PyMongoError as e:
         raise translate(e, f"reading {_oplog_name(options)}") from e
+
+
+def server_traits(client: Client) -> ServerTraits:
+    """What the server needs worked around, from its ``buildInfo``."""
+    try:
+        build_info = client.admin.command("buildInfo")
+    except PyMongoError as e:
+        raise translate(e, "connecting") from e
+    return ServerTraits.from_build_info(build_info)
 
 
 def last_op_timestamp(client: Client, options: Options | None = None) -> Timestamp:
@@ -148,8 +163,12 @@ class OplogTailer:
         op_c: OpQueue[Op],
         err_c: OpQueue[Exception],
         lane: Lane,
+        traits: ServerTraits = MONGOD,
     ) -> None:
-        """Prepare a tailer starting just after ``position``; `run` does the work."""
+        """Prepare a tailer starting just after ``position``; `run` does the work.
+
+        ``traits`` says which server quirks to work around (see `gtom._servers`).
+        """
         self.position = position
         self.lane = lane
         self.error: GtomError | None = None
@@ -160,14 +179,16 @@ class OplogTailer:
         self._err_c = err_c
         self._halt = Signal()
         self._oplog = oplog_collection(client, options)
-        self._raw = raw_codec(client)
+        self._codec = dict_codec(client)
         self._decoder = OplogDecoder(
             namespace_filter=options.namespace_filter,
             unmarshal=options.unmarshal,
-            codec_options=dict_codec(client),
+            codec_options=self._codec,
         )
         self._backoff = Backoff()
-        self._next_history_check = 0.0
+        self._traits = traits
+        self._read_ts = position.ts  # the newest entry read (delivered or not)
+        self._blocked = 0.0  # seconds spent waiting for room in op_c since the last check
 
     def halt(self) -> None:
         """Make `run` end soon (it also ends when the lane is cancelled or the queue closed)."""
@@ -228,66 +249,99 @@ class OplogTailer:
         """Read from the position until paused or halted (return) or an error (raise).
 
         After a pause, even one that began while ops waited to enter the queue, it returns too:
-        the cursor is re-opened, so the history check runs before anything newer is read.
+        the cursor is re-opened, so history is verified again before anything newer is read.
         """
         pauses = self._op_c.pause_count
-        self._check_history()
-        # 1. The backlog, with a plain query.
-        if not self._catch_up(pauses):
-            return
-        # 2. The tailable cursor, opened from where the backlog ended.
+        self._read_ts = self.position.ts
         cursor = self._oplog.find_raw_batches(
-            {"ts": {"$gte": self.position.ts}}, cursor_type=CursorType.TAILABLE_AWAIT
+            {"ts": {"$gte": self.position.ts}},
+            cursor_type=CursorType.TAILABLE_AWAIT,
+            batch_size=BATCH_SIZE,
         ).max_await_time_ms(MAX_AWAIT_MS)
         try:
-            first = self._next_batch(cursor)
+            first = self._fetch(cursor)
+            self._verify_history(first)
             self._recovered()
-            # 3. Whatever was written while the cursor opened, in case the cursor missed it.
-            if not self._catch_up(pauses):
+            if self._traits.open_race and not self._catch_up(pauses):
                 return
             re_read = self.position.re_read()
-            if first is not None and not self._deliver(first, re_read):
+            if first and not self._deliver(first, re_read):
                 return
-            while cursor.alive:
-                if self._op_c.pause_count != pauses or self._halted():
-                    return  # resume() re-opens from the position, checking history first
-                if time.monotonic() >= self._next_history_check:
-                    self._check_history()
-                raw = self._next_batch(cursor)
-                if raw is not None and not self._deliver(raw, re_read):
-                    return
-            # The server ended the cursor (e.g. killed it): open a new one after a pause.
-            raise ServerCursorClosed
+            if self._pump(cursor, re_read, pauses):
+                # The server ended the cursor (e.g. killed it): open a new one after a pause.
+                raise ServerCursorClosed
         finally:
             cursor.close()
 
     def _catch_up(self, pauses: int) -> bool:
-        """Deliver what the oplog holds after the position; False when paused or halted."""
-        re_read = self.position.re_read()
-        cursor = self._oplog.find_raw_batches({"ts": {"$gte": self.position.ts}})
+        """Deliver what the oplog holds after the position, with a plain query.
+
+        For servers whose tailable cursor can miss entries written while it opened: this read,
+        made once the cursor is open, sees them; the cursor's re-read filter drops the overlap.
+        False when paused or halted.
+        """
+        cursor = self._oplog.find_raw_batches(
+            {"ts": {"$gte": self.position.ts}}, batch_size=BATCH_SIZE
+        )
         try:
-            for raw in cursor:
-                if not self._deliver(cast("bytes", raw), re_read):
-                    return False
-                if self._op_c.pause_count != pauses:
-                    return False
+            return self._pump(cursor, self.position.re_read(), pauses)
         finally:
             cursor.close()
-        return not self._halted()
 
-    @staticmethod
-    def _next_batch(cursor: RawBatchCursor[Any]) -> bytes | None:
+    def _pump(self, cursor: RawCursor, re_read: ReRead, pauses: int) -> bool:
+        """Deliver a cursor's batches, reading the next one while delivering the last.
+
+        True when the cursor ended; False when paused, halted or replaced. A batch read but not
+        delivered is not lost: the position has not moved past it.
+        """
+        reader: Prefetcher[list[dict[str, Any]] | None] = Prefetcher("gtom-oplog-reader")
+        try:
+            reader.start(lambda: self._fetch(cursor))
+            while True:
+                entries = reader.result()
+                if self._op_c.pause_count != pauses or self._halted():
+                    return False
+                more = cursor.alive
+                if more:
+                    reader.start(lambda: self._fetch(cursor))
+                if entries and not self._deliver(entries, re_read):
+                    return False
+                if not more:
+                    return True
+        finally:
+            reader.close()
+
+    def _fetch(self, cursor: RawCursor) -> list[dict[str, Any]] | None:
+        """The next batch's entries (None for an empty batch)."""
+        if self._blocked >= HISTORY_CHECK_SECONDS:
+            # Waited long on the consumer: on a server that trims the oplog under an open cursor
+            # without an error, make sure nothing after the newest entry read is gone.
+            self._blocked = 0.0
+            self._check_history(self._read_ts)
         try:
             raw: bytes = cursor.next()
-            return raw
         except StopIteration:
             return None  # an empty batch: nothing new within the time
+        entries: list[dict[str, Any]] = bson.decode_all(raw, self._codec)
+        if entries and isinstance(entries[-1].get("ts"), Timestamp):
+            self._read_ts = entries[-1]["ts"]
+        return entries
 
-    def _check_history(self) -> None:
+    def _verify_history(self, first: list[dict[str, Any]] | None) -> None:
+        """Make sure the oplog still reaches back to the position (raise `HistoryLostError`).
+
+        A read from the position that starts with the position's own entry proves it at no cost;
+        otherwise (the entry is gone, or the position is a time with no entry of its own) the
+        oldest entry decides.
+        """
         position = self.position.ts
-        self._next_history_check = time.monotonic() + HISTORY_CHECK_SECONDS
         if position == _ZERO:
             return  # "from the oldest entry there is"
+        if first and first[0].get("ts") == position:
+            return
+        self._check_history(position)
+
+    def _check_history(self, position: Timestamp) -> None:
         oldest = _edge_timestamp(self._oplog, 1)
         if oldest > position:
             raise HistoryLostError(
@@ -301,11 +355,11 @@ class OplogTailer:
 
     # -- entries to ops ------------------------------------------------------------------------
 
-    def _deliver(self, raw: bytes, re_read: ReRead) -> bool:
+    def _deliver(self, entries: list[dict[str, Any]], re_read: ReRead) -> bool:
         """Queue the ops of one batch; False when this tailer's lane was cancelled."""
         position = self.position.copy()
         ops: list[Op] = []
-        for entry in bson.decode_all(raw, self._raw):
+        for entry in entries:
             ts = entry.get("ts")
             if not isinstance(ts, Timestamp):
                 raise DecodeError("an oplog entry has no valid 'ts'", entry)
@@ -316,8 +370,13 @@ class OplogTailer:
         keep = self._options.filter
         if keep is not None:
             ops = [op for op in ops if call_user("filter", keep, op)]
-        if ops and not self._op_c.put_many(ops, self.lane):
-            return False
+        if ops:
+            started = time.monotonic()
+            queued = self._op_c.put_many(ops, self.lane)
+            if self._traits.silent_truncation:
+                self._blocked += time.monotonic() - started
+            if not queued:
+                return False
         self.position = position
         return not self.lane.cancelled
 
@@ -328,7 +387,7 @@ class OplogTailer:
             except ChainIncomplete as missing:
                 self._decoder.remember(self._fetch_chain_entry(missing.ts))
 
-    def _fetch_chain_entry(self, ts: Timestamp) -> RawBSONDocument:
+    def _fetch_chain_entry(self, ts: Timestamp) -> dict[str, Any]:
         entry = self._oplog.find_one({"ts": ts})
         if entry is None:
             raise HistoryLostError(

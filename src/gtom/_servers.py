@@ -1,0 +1,36 @@
+"""What gtom knows about particular MongoDB-compatible servers, decided once from ``buildInfo``.
+
+mongod needs none of these workarounds; they cost extra queries, so they are switched on only for
+the servers that need them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MONGOD", "ServerTraits"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTraits:
+    """Oplog behaviours of a server that the tailer must work around."""
+
+    open_race: bool = False
+    """A tailable cursor can miss the entries written while it is being opened, so every open is
+    followed by a plain read from the position (SecantusDB)."""
+    silent_truncation: bool = False
+    """The oplog can be trimmed under an open cursor without an error (mongod fails the cursor
+    with CappedPositionLost), so a tailer that waited long on its consumer checks the oldest entry
+    before reading on (SecantusDB)."""
+
+    @classmethod
+    def from_build_info(cls, build_info: Mapping[str, Any]) -> ServerTraits:
+        """The traits of the server that answered ``buildInfo`` with ``build_info``."""
+        if "secantusVersion" in build_info:
+            return cls(open_race=True, silent_truncation=True)
+        return MONGOD
+
+
+MONGOD = ServerTraits()
