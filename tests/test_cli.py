@@ -158,3 +158,36 @@ def test_failed_authentication_is_one_line_without_the_password(auth_server: Tes
     result = run("tail", "--uri", uri, "--timeout", "5")
     assert_one_line_error(result, "authentication failed")
     assert "wrong-pw" not in result.stderr
+
+
+def test_json_lines_match_bson_relaxed_extended_json() -> None:
+    import datetime
+    import uuid
+
+    from bson import Binary, Decimal128, Int64, ObjectId, Regex, Timestamp
+
+    from gtom import Op
+    from gtom._jsonl import op_document, op_line
+
+    relaxed = json_util.RELAXED_JSON_OPTIONS.with_options(uuid_representation=4)
+    values = {
+        "oid": ObjectId(),
+        "date": datetime.datetime(2024, 1, 2, 3, 4, 5, 678000),
+        "old_date": datetime.datetime(1960, 1, 1),
+        "ts": Timestamp(1, 2),
+        "dec": Decimal128("1.5"),
+        "bytes": b"\x00\x01",
+        "bin": Binary(b"x", 4),
+        "long": Int64(2**40),
+        "uuid": uuid.uuid4(),
+        "float": 1.5,
+        "nan": float("nan"),
+        "inf": float("-inf"),
+        "none": None,
+        "nested": [1, {"a": "é"}],
+        "regex": Regex("a.*", "i"),
+    }
+    for name, value in values.items():
+        op = Op("i", "db.c", id=name, data={"_id": name, "v": value}, timestamp=Timestamp(5, 1))
+        expected = json_util.dumps(op_document(op), json_options=relaxed)
+        assert json.loads(op_line(op)) == json.loads(expected), name

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from bson import json_util
+from bson.binary import UuidRepresentation
 
 from gtom._op import Op
 
 __all__ = ["op_document", "op_line"]
 
-_RELAXED = json_util.RELAXED_JSON_OPTIONS
-_CANONICAL = json_util.CANONICAL_JSON_OPTIONS
+# UUIDs decoded with a standard representation are written back as subtype-4 binaries.
+_RELAXED = json_util.RELAXED_JSON_OPTIONS.with_options(
+    uuid_representation=UuidRepresentation.STANDARD
+)
+_CANONICAL = json_util.CANONICAL_JSON_OPTIONS.with_options(
+    uuid_representation=UuidRepresentation.STANDARD
+)
 
 
 def op_document(op: Op) -> dict[str, Any]:
@@ -32,6 +39,23 @@ def op_document(op: Op) -> dict[str, Any]:
     }
 
 
+def _relaxed(value: Any) -> Any:
+    return json_util.default(value, _RELAXED)
+
+
+_fast = json.JSONEncoder(default=_relaxed, allow_nan=False, separators=(", ", ": ")).encode
+
+
 def op_line(op: Op, *, canonical: bool = False) -> str:
-    """One op as a line of Extended JSON (no trailing newline)."""
-    return json_util.dumps(op_document(op), json_options=_CANONICAL if canonical else _RELAXED)
+    """One op as a line of Extended JSON (no trailing newline).
+
+    Relaxed output goes through the C JSON encoder, with bson's conversion only for BSON types;
+    what it cannot write exactly (NaN, infinities) falls back to ``bson.json_util``.
+    """
+    document = op_document(op)
+    if not canonical:
+        try:
+            return _fast(document)
+        except (ValueError, TypeError):
+            pass
+    return json_util.dumps(document, json_options=_CANONICAL if canonical else _RELAXED)
