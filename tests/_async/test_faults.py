@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 import gtom
 from tests._async._tcompat import Background, in_thread, sleep
 from tests._async.helpers import collect, in_db
-from tests.conftest import TestServer
+from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 
 
 def assert_exactly_once_in_order(ops: list[gtom.Op], expected: list[Any]) -> None:
@@ -97,11 +97,7 @@ async def _insert_through_outages(
             await sleep(0.01)
 
 
-# pymongo 4.20's AsyncMongoClient leaks its monitor's socket when the server it watches goes away
-# (reproduced without gtom); the test collects it itself so the warning is not blamed elsewhere.
-@pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-)
+@PYMONGO_ASYNC_SOCKET_LEAK
 @pytest.mark.restarts_server
 async def test_server_restart_mid_stream_loses_and_repeats_nothing(
     server: TestServer, db_name: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from bson.raw_bson import RawBSONDocument
 
 import gtom
 from tests._async.helpers import assert_quiet, collect, in_db
-from tests.conftest import TestServer
+from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 
 
 async def test_insert_update_replace_delete_arrive_in_order_with_their_data(
@@ -257,6 +258,7 @@ async def test_after_returning_a_non_timestamp_is_a_configuration_error(async_cl
         await gtom.start_async(async_client, options)
 
 
+@PYMONGO_ASYNC_SOCKET_LEAK
 async def test_unreachable_server_is_reported_within_the_selection_timeout(
     free_port: int,
 ) -> None:
@@ -270,3 +272,4 @@ async def test_unreachable_server_is_reported_within_the_selection_timeout(
             await gtom.start_async(client)
     finally:
         await client.close()
+        gc.collect()

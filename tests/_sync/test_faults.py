@@ -13,7 +13,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 import gtom
 from tests._sync._tcompat import Background, in_thread, sleep
 from tests._sync.helpers import collect, in_db
-from tests.conftest import TestServer
+from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 
 
 def assert_exactly_once_in_order(ops: list[gtom.Op], expected: list[Any]) -> None:
@@ -90,11 +90,7 @@ def _insert_through_outages(coll: Any, ids: range, server: TestServer, restart_a
             sleep(0.01)
 
 
-# pymongo 4.20's MongoClient leaks its monitor's socket when the server it watches goes away
-# (reproduced without gtom); the test collects it itself so the warning is not blamed elsewhere.
-@pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-)
+@PYMONGO_ASYNC_SOCKET_LEAK
 @pytest.mark.restarts_server
 def test_server_restart_mid_stream_loses_and_repeats_nothing(
     server: TestServer, db_name: str

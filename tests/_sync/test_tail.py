@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from bson.raw_bson import RawBSONDocument
 
 import gtom
 from tests._sync.helpers import assert_quiet, collect, in_db
-from tests.conftest import TestServer
+from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 
 
 def test_insert_update_replace_delete_arrive_in_order_with_their_data(
@@ -236,6 +237,7 @@ def test_after_returning_a_non_timestamp_is_a_configuration_error(client: Any) -
         gtom.start(client, options)
 
 
+@PYMONGO_ASYNC_SOCKET_LEAK
 def test_unreachable_server_is_reported_within_the_selection_timeout(
     free_port: int,
 ) -> None:
@@ -247,3 +249,4 @@ def test_unreachable_server_is_reported_within_the_selection_timeout(
             gtom.start(client)
     finally:
         client.close()
+        gc.collect()
