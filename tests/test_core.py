@@ -121,7 +121,7 @@ def test_options_are_keyword_only_and_frozen() -> None:
 
 def test_unsupported_sources_are_refused_rather_than_ignored() -> None:
     with pytest.raises(gtom.ConfigurationError, match="not supported by this version"):
-        gtom.Options(change_stream_ns=["db.c"]).validate()
+        gtom.Options(direct_read_ns=["db.c"]).validate()
 
 
 def test_op_helpers() -> None:

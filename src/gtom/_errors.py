@@ -88,9 +88,10 @@ class NotAuthorizedError(ServerError):
 class HistoryLostError(GtomError):
     """The position to resume from has fallen off the oplog: changes after it may be lost.
 
-    gtom never skips such a gap silently. ``position`` is where it needed to resume from,
-    ``oldest`` the oldest position the server still has (or None when unknown), and
-    ``stream_id`` the change stream concerned (None for the oplog).
+    gtom never skips such a gap silently. ``position`` is the oplog timestamp it needed to resume
+    from, ``oldest`` the oldest position the server still has (or None when unknown); for a
+    change stream, ``stream_id`` is its ``change_stream_ns`` entry and ``resume_token`` the token
+    it could not resume from.
     """
 
     def __init__(
@@ -100,12 +101,14 @@ class HistoryLostError(GtomError):
         position: Timestamp | None = None,
         oldest: Timestamp | None = None,
         stream_id: str | None = None,
+        resume_token: Any = None,
     ) -> None:
         """Create the error; see the class docstring for the attributes."""
         super().__init__(message)
         self.position = position
         self.oldest = oldest
         self.stream_id = stream_id
+        self.resume_token = resume_token
 
 
 class StoppedError(GtomError):

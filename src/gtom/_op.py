@@ -82,6 +82,9 @@ class Op:
     """Change streams only: the ``change_stream_ns`` entry this op came from."""
     wall: datetime | None = None
     """The server's wall-clock time of the change, when it says."""
+    before: dict[str, Any] | None = None
+    """Change streams only: the document before the change, when asked for
+    (``Options.full_document_before_change``) and the server has it."""
 
     def is_insert(self) -> bool:
         """Whether the op inserted a document (or is a document from a direct read)."""

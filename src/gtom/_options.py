@@ -26,6 +26,7 @@ DEFAULT_OPLOG_COLLECTION = "oplog.rs"
 DEFAULT_FULL_DOCUMENT = "updateLookup"
 _FULL_DOCUMENT_CHOICES = ("updateLookup", "required", "whenAvailable", "default")
 _ON_HISTORY_LOST_CHOICES = ("fail",)
+_BEFORE_CHANGE_CHOICES = (None, "off", "whenAvailable", "required")
 
 AfterFunc = Callable[[Any, "Options"], "Timestamp | Awaitable[Timestamp]"]
 """``after(client, options) -> Timestamp``: tailing delivers ops strictly after it (may be async
@@ -94,7 +95,15 @@ class Options:
     resume_tokens: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Change-stream entry -> resume token to resume after (wins over ``after``)."""
     full_document: str = DEFAULT_FULL_DOCUMENT
-    """Change streams' ``fullDocument`` option."""
+    """Change streams' ``fullDocument``: ``"updateLookup"`` (updates carry the document as it is
+    when the event is read), ``"whenAvailable"``/``"required"`` (post-images, where the
+    collection records them), or ``"default"`` (updates carry no document)."""
+    full_document_before_change: str | None = None
+    """Change streams' ``fullDocumentBeforeChange`` (``"whenAvailable"``, ``"required"``): the
+    pre-image, as ``op.before``, where the collection records pre-images."""
+    show_expanded_events: bool = False
+    """Change streams also report create, createIndexes, dropIndexes, modify and sharding
+    events (MongoDB 6.0+)."""
     on_history_lost: str = "fail"
     """What to do when the resume position fell off the oplog: ``"fail"`` (raise
     `HistoryLostError`). The library never skips a gap silently."""
@@ -137,6 +146,26 @@ class Options:
                 f"full_document must be one of {', '.join(_FULL_DOCUMENT_CHOICES)},"
                 f" got {self.full_document!r}"
             )
+        if self.full_document_before_change not in _BEFORE_CHANGE_CHOICES:
+            raise ConfigurationError(
+                "full_document_before_change must be None, 'off', 'whenAvailable' or 'required',"
+                f" got {self.full_document_before_change!r}"
+            )
+        for stream_id in self.change_stream_ns:
+            db, dot, coll = stream_id.partition(".")
+            if stream_id and (not db or (dot and not coll)):
+                raise ConfigurationError(
+                    "change_stream_ns entries must be 'db.collection', 'db' or '' (everything),"
+                    f" got {stream_id!r}"
+                )
+        if len(set(self.change_stream_ns)) != len(self.change_stream_ns):
+            raise ConfigurationError(f"change_stream_ns has duplicates: {self.change_stream_ns!r}")
+        unknown_tokens = set(self.resume_tokens) - set(self.change_stream_ns)
+        if unknown_tokens:
+            raise ConfigurationError(
+                f"resume_tokens names streams that are not in change_stream_ns: "
+                f"{sorted(unknown_tokens)}"
+            )
         if self.on_history_lost not in _ON_HISTORY_LOST_CHOICES:
             raise ConfigurationError(
                 f"on_history_lost must be one of {', '.join(_ON_HISTORY_LOST_CHOICES)},"
@@ -144,13 +173,8 @@ class Options:
             )
         if not isinstance(self.log, logging.Logger):
             raise ConfigurationError(f"log must be a logging.Logger, got {self.log!r}")
-        unsupported = [
-            name for name in ("change_stream_ns", "direct_read_ns") if getattr(self, name)
-        ]
-        if unsupported:
-            raise ConfigurationError(
-                f"{' and '.join(unsupported)} are not supported by this version of gtom yet"
-            )
+        if self.direct_read_ns:
+            raise ConfigurationError("direct_read_ns is not supported by this version of gtom yet")
         return self
 
     def replace(self, **changes: Any) -> Options:

@@ -4,19 +4,29 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from bson import Timestamp
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from gtom._decode_oplog import call_user
 from gtom._errors import ConfigurationError, StoppedError
 from gtom._op import Op
 from gtom._options import Options, resolve
 from gtom._position import ALL, OplogPosition, check_timestamp
+from gtom._retry import translate
 from gtom._servers import MONGOD
 from gtom._sync._compat import Lane, Lock, OpQueue, Worker, maybe_await
+from gtom._sync.change_stream import (
+    ChangeStreamFollower,
+    StreamPosition,
+    classify_open_error,
+    next_timestamp,
+    open_stream,
+)
 from gtom._sync.oplog import (
     OplogTailer,
     check_oplog_source,
@@ -30,6 +40,16 @@ __all__ = ["OpCtx", "start"]
 STOP_TIMEOUT = 0.9
 #: Non-fatal errors kept in ``err_c`` when nobody reads it (the oldest are dropped).
 ERR_C_SIZE = 100
+
+
+class _Job(Protocol):
+    """A tailer or follower: it feeds ``op_c`` through its lane until halted."""
+
+    lane: Lane
+
+    def halt(self) -> None: ...
+
+    def run(self) -> None: ...
 
 
 class OpCtx:
@@ -49,37 +69,74 @@ class OpCtx:
         self._client = client
         self._lock = Lock()
         self._stopped = False
-        self._tailer: OplogTailer | None = None
-        self._tailer_worker: Worker | None = None
         self._traits = MONGOD
-        self._workers: list[Worker] = []
+        self._jobs: dict[str, tuple[_Job, Worker]] = {}  # by name: "oplog", "stream:<ns>"
+        self._workers: list[Worker] = []  # every worker started, until it ended
 
     def _begin(self) -> None:
         options = self.options
+        client = self._client
+        after: Timestamp | None = None
+        if options.after is not None:
+            result = maybe_await(call_user("after", options.after, client, options))
+            after = check_timestamp(result, "the value returned by the after function")
         if not options.oplog_disabled:
-            check_oplog_source(self._client, options)
-            self._traits = server_traits(self._client)
-            if options.after is None:
-                after = last_op_timestamp(self._client, options)
-            else:
-                result = maybe_await(call_user("after", options.after, self._client, options))
-                after = check_timestamp(result, "the value returned by the after function")
+            check_oplog_source(client, options)
+            self._traits = server_traits(client)
+            if after is None:
+                after = last_op_timestamp(client, options)
             self._start_tailer(OplogPosition(after, ALL))
+        for stream_id in options.change_stream_ns:
+            token = options.resume_tokens.get(stream_id)
+            if token is not None:
+                position = StreamPosition(token=token)
+            elif after is not None:
+                position = StreamPosition(start_at=next_timestamp(after))
+            else:
+                position = StreamPosition()
+            try:
+                stream = open_stream(client, options, stream_id, position)
+            except PyMongoError as e:
+                raise (
+                    classify_open_error(stream_id, token, e) or translate(e, "connecting")
+                ) from e
+            self._start_follower(stream_id, position, stream)
 
-    def _start_tailer(self, position: OplogPosition) -> None:
-        tailer = OplogTailer(
-            self._client,
-            self.options,
-            position,
-            self.op_c,
-            self.err_c,
-            Lane(gated=True),
-            self._traits,
-        )
-        worker = Worker(tailer.run, name="gtom-oplog-tailer")
-        self._tailer, self._tailer_worker = tailer, worker
+    def _start(self, name: str, job: _Job) -> None:
+        worker = Worker(job.run, name=f"gtom-{name}")
+        self._jobs[name] = (job, worker)
         self._workers = [w for w in self._workers if not w.done()]
         self._workers.append(worker)
+
+    def _start_tailer(self, position: OplogPosition) -> None:
+        lane = Lane(gated=True)
+        tailer = OplogTailer(
+            self._client, self.options, position, self.op_c, self.err_c, lane, self._traits
+        )
+        self._start("oplog", tailer)
+
+    def _start_follower(self, stream_id: str, position: StreamPosition, stream: Any = None) -> None:
+        lane = Lane(gated=True)
+        follower = ChangeStreamFollower(
+            self._client, self.options, stream_id, position, self.op_c, self.err_c, lane, stream
+        )
+        self._start(f"stream:{stream_id}", follower)
+
+    @property
+    def resume_tokens(self) -> dict[str, Mapping[str, Any] | None]:
+        """Each change stream's position (``change_stream_ns`` entry -> resume token).
+
+        The token follows the last event queued, or the server's post-batch token while idle.
+        Save it once ``op_c`` is drained (or save the ``resume_token`` of the last op you
+        handled) and pass it back as ``Options.resume_tokens`` to continue exactly there.
+        """
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return {
+            job.stream_id: job.position.token
+            for job, _ in jobs
+            if isinstance(job, ChangeStreamFollower)
+        }
 
     # -- receiving ops -------------------------------------------------------------------------
 
@@ -97,7 +154,7 @@ class OpCtx:
     # -- control -------------------------------------------------------------------------------
 
     def pause(self) -> None:
-        """Pause tailing: once this returns, no new op from the oplog enters ``op_c``.
+        """Pause tailing: once this returns, no new op from the oplog or a stream enters ``op_c``.
 
         Ops already queued stay. Direct reads are not paused.
         """
@@ -110,21 +167,21 @@ class OpCtx:
     def since(self, ts: Timestamp) -> None:
         """Restart tailing just after ``ts``: the next tailed ops have timestamps > ``ts``.
 
-        Takes effect at once: queued ops not yet taken are discarded, and an op read before the
-        call is never delivered after it.
+        Applies to the oplog and to every change stream. Takes effect at once: queued ops not yet
+        taken are discarded, and an op read before the call is never delivered after it.
         """
         check_timestamp(ts, "since(ts)")
         with self._lock:
             if self._stopped:
                 raise StoppedError("since() on a stopped context")
-            old = self._tailer
-            if old is None:
-                return
-            self.op_c.cancel_lane(old.lane)
-            old.halt()
-            if self._tailer_worker is not None:
-                self._tailer_worker.cancel()
-            self._start_tailer(OplogPosition(ts, ALL))
+            for name, (job, worker) in list(self._jobs.items()):
+                self.op_c.cancel_lane(job.lane)
+                job.halt()
+                worker.cancel()
+                if isinstance(job, ChangeStreamFollower):
+                    self._start_follower(job.stream_id, StreamPosition(start_at=next_timestamp(ts)))
+                elif name == "oplog":
+                    self._start_tailer(OplogPosition(ts, ALL))
 
     def stop(self) -> None:
         """Stop every job this context started (idempotent; a stopped context stays stopped).
@@ -135,8 +192,8 @@ class OpCtx:
         with self._lock:
             self._stopped = True
             workers = list(self._workers)
-            if self._tailer is not None:
-                self._tailer.halt()
+            for job, _ in self._jobs.values():
+                job.halt()
         self.op_c.close()
         self.err_c.close()
         for worker in workers:

@@ -1,0 +1,267 @@
+# Generated from src/gtom/_async/change_stream.py by tools/synchro.py: edit that file, not this one.
+"""Following change streams: a collection, a database or a whole deployment, without gaps.
+
+One `ChangeStreamFollower` per ``change_stream_ns`` entry (``"db.coll"``, ``"db"`` or ``""``)
+reads its stream with ``try_next()`` and hands decoded ops to the context's queue. Its position
+is a resume token that moves only after an op is queued, or, while the stream is idle, to the
+server's post-batch resume token, so an idle stream's position stays fresh.
+
+pymongo resumes what it can by itself (one retry of a resumable error). For anything else that is
+transient the follower re-opens the stream from its own token after a capped, jittered backoff.
+A token the server no longer has (``ChangeStreamHistoryLost``, an invalid token) raises
+`HistoryLostError`: gtom never restarts from "now" behind your back. A collection or database
+stream that is invalidated (the collection was dropped or renamed, the database dropped) opens
+again with ``startAfter`` the invalidate event, so it follows a re-created collection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bson import Timestamp
+from pymongo import MongoClient
+from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.synchronous.change_stream import ChangeStream
+
+from gtom._backoff import Backoff
+from gtom._decode_change import ChangeDecoder, is_invalidate
+from gtom._decode_oplog import call_user
+from gtom._errors import GtomError, HistoryLostError, NotReplicaSetError
+from gtom._op import Op
+from gtom._options import Options
+from gtom._retry import describe, is_transient, translate
+from gtom._sync._compat import Lane, OpQueue, QueueClosed, Signal, sleep_until_set
+
+__all__ = ["ChangeStreamFollower", "StreamPosition", "open_stream"]
+
+Client = MongoClient[Any]
+Stream = ChangeStream[dict[str, Any]]
+#: How long a ``getMore`` of a change stream may wait for events when ``max_wait_secs`` is 0.
+DEFAULT_MAX_AWAIT_MS = 500
+#: The resume point was removed from the oplog, or the token is unusable: not transient.
+_HISTORY_LOST_CODES = frozenset({286, 280, 260})  # ChangeStreamHistoryLost, Fatal, InvalidToken
+_NOT_A_REPLICA_SET = 40573
+
+
+class StreamPosition:
+    """Where a change stream is: resume after ``token``, or start at ``start_at`` (inclusive)."""
+
+    __slots__ = ("start_after", "start_at", "token")
+
+    def __init__(
+        self,
+        *,
+        token: Mapping[str, Any] | None = None,
+        start_at: Timestamp | None = None,
+        start_after: bool = False,
+    ) -> None:
+        """A position: a token (resumed after, or started after once invalidated) or a time."""
+        self.token = token
+        self.start_at = start_at
+        self.start_after = start_after
+
+    def watch_kwargs(self) -> dict[str, Any]:
+        """The ``watch()`` arguments that open a stream here (none: "now")."""
+        if self.token is not None:
+            return {"start_after" if self.start_after else "resume_after": self.token}
+        if self.start_at is not None:
+            return {"start_at_operation_time": self.start_at}
+        return {}
+
+
+def next_timestamp(ts: Timestamp) -> Timestamp:
+    """The smallest timestamp greater than ``ts`` (``startAtOperationTime`` is inclusive)."""
+    if ts.inc >= 0xFFFFFFFF:
+        return Timestamp(ts.time + 1, 0)
+    return Timestamp(ts.time, ts.inc + 1)
+
+
+def _target(client: Client, stream_id: str) -> Any:
+    db, dot, coll = stream_id.partition(".")
+    if not stream_id:
+        return client
+    if not dot:
+        return client[db]
+    return client[db][coll]
+
+
+def open_stream(
+    client: Client, options: Options, stream_id: str, position: StreamPosition
+) -> Stream:
+    """Open the change stream of ``stream_id`` at ``position``; pymongo's errors pass through."""
+    pipeline: Sequence[Mapping[str, Any]] = []
+    if options.pipe is not None:
+        pipeline = call_user("pipe", options.pipe, stream_id, True) or []
+    kwargs: dict[str, Any] = {
+        "pipeline": list(pipeline),
+        "max_await_time_ms": int(options.max_wait_secs * 1000) or DEFAULT_MAX_AWAIT_MS,
+        **position.watch_kwargs(),
+    }
+    if options.full_document != "default":
+        kwargs["full_document"] = options.full_document
+    if options.full_document_before_change is not None:
+        kwargs["full_document_before_change"] = options.full_document_before_change
+    if options.show_expanded_events:
+        kwargs["show_expanded_events"] = True
+    stream: Stream = _target(client, stream_id).watch(**kwargs)
+    return stream
+
+
+def history_lost(stream_id: str, token: Any, error: PyMongoError) -> HistoryLostError:
+    """The error for a stream whose resume point the server no longer has."""
+    return HistoryLostError(
+        f"change stream {stream_id or '(whole deployment)'!r} cannot resume: the server no "
+        f"longer has its resume point ({describe(error)}), so changes after it may be lost. "
+        f"Re-copy the data (direct reads) and start the stream again without a resume token, "
+        f"or give the oplog more room.",
+        stream_id=stream_id,
+        resume_token=token,
+    )
+
+
+def classify_open_error(stream_id: str, token: Any, error: PyMongoError) -> GtomError | None:
+    """A `GtomError` for an error that re-opening cannot fix, else None (retry)."""
+    if isinstance(error, OperationFailure):
+        if error.code in _HISTORY_LOST_CODES:
+            return history_lost(stream_id, token, error)
+        if error.code == _NOT_A_REPLICA_SET:
+            return NotReplicaSetError(
+                f"change streams need a replica set or a sharded cluster: {describe(error)}"
+            )
+    if is_transient(error):
+        return None
+    return translate(error, f"following change stream {stream_id or '(whole deployment)'!r}")
+
+
+class ChangeStreamFollower:
+    """Reads one change stream into an `OpQueue`, until its lane is cancelled."""
+
+    def __init__(
+        self,
+        client: Client,
+        options: Options,
+        stream_id: str,
+        position: StreamPosition,
+        op_c: OpQueue[Op],
+        err_c: OpQueue[Exception],
+        lane: Lane,
+        stream: Stream | None = None,
+    ) -> None:
+        """Prepare a follower; ``stream`` is an already open stream at ``position``, if any."""
+        self.stream_id = stream_id
+        self.position = position
+        self.lane = lane
+        self._client = client
+        self._options = options
+        self._log = options.log
+        self._op_c = op_c
+        self._err_c = err_c
+        self._stream = stream
+        self._halt = Signal()
+        self._backoff = Backoff()
+        self._decoder = ChangeDecoder(
+            stream_id,
+            namespace_filter=options.namespace_filter,
+            unmarshal=options.unmarshal,
+            codec_options=client.codec_options.with_options(document_class=dict),
+        )
+
+    def halt(self) -> None:
+        """Make `run` end soon (it also ends when the lane is cancelled or the queue closed)."""
+        self._halt.set()
+
+    def _halted(self) -> bool:
+        return self._halt.is_set() or self.lane.cancelled
+
+    def run(self) -> None:
+        """Follow the stream until halted; a fatal error closes the queue with it."""
+        try:
+            self._run()
+        except QueueClosed:
+            pass
+        except GtomError as e:
+            self._fail(e)
+        except Exception as e:  # a bug: say so rather than hang
+            self._fail(GtomError(f"internal error while following a change stream: {e!r}"))
+            self._log.exception("gtom: internal error while following a change stream")
+        finally:
+            self._close()
+
+    def _run(self) -> None:
+        while not self._halted():
+            if self._op_c.paused and not self._op_c.wait_resumed(self.lane):
+                return
+            try:
+                self._follow()
+            except PyMongoError as e:
+                fatal = classify_open_error(self.stream_id, self.position.token, e)
+                if fatal is not None:
+                    raise fatal from e
+                self._close()
+                delay = self._backoff.next_delay()
+                self._err_c.offer(e)
+                self._log.warning(
+                    "gtom: change stream %r failed (%s); retry %d in %.2fs",
+                    self.stream_id,
+                    describe(e),
+                    self._backoff.attempts,
+                    delay,
+                )
+                sleep_until_set(delay, self._halt)
+
+    def _close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(PyMongoError):
+                stream.close()
+
+    def _fail(self, error: GtomError) -> None:
+        if self.lane.cancelled:
+            return
+        self._log.error("gtom: change stream %r stopped: %s", self.stream_id, error)
+        self._op_c.close(error)
+
+    def _follow(self) -> None:
+        """Read until paused or halted (return), invalidated (return) or an error (raise)."""
+        pauses = self._op_c.pause_count
+        if self._stream is None:
+            self._stream = open_stream(self._client, self._options, self.stream_id, self.position)
+        stream = self._stream
+        self._remember(stream)
+        if self._backoff.attempts:
+            self._log.warning(
+                "gtom: change stream %r recovered after %d failed attempts",
+                self.stream_id,
+                self._backoff.attempts,
+            )
+            self._backoff.reset()
+        keep = self._options.filter
+        while stream.alive:
+            if self._op_c.pause_count != pauses or self._halted():
+                self._close()
+                return
+            event = stream.try_next()
+            if event is None:
+                self._remember(stream)  # idle: the post-batch token keeps the position fresh
+                continue
+            if is_invalidate(event):
+                self._close()
+                self.position = StreamPosition(token=event["_id"], start_after=True)
+                return
+            op = self._decoder.decode(event)
+            if (
+                op is not None
+                and (keep is None or call_user("filter", keep, op))
+                and not self._op_c.put_many([op], self.lane)
+            ):
+                return
+            self._remember(stream)
+        self._close()
+
+    def _remember(self, stream: Stream) -> None:
+        token = stream.resume_token
+        # Until the stream moves past an invalidate it reopened after, keep using startAfter.
+        if token is not None and token != self.position.token:
+            self.position = StreamPosition(token=token)
