@@ -99,6 +99,36 @@ def test_tail_output_is_relaxed_extended_json(
     assert tail_process.stop() == 0
 
 
+def test_tail_change_streams_prints_events_with_their_stream_and_token(
+    server: TestServer, client: Any, db_name: str
+) -> None:
+    client[db_name].before.insert_one({"_id": 0})  # before the start: only with --after oldest
+    tail = Tail("--uri", server.uri, "--change-streams", "--ns", f"{db_name}.c", "--ns", db_name)
+    try:
+        client[db_name].c.insert_one({"_id": 1})
+        lines = tail.lines(2)
+        assert tail.stop() == 0
+    finally:
+        tail.close()
+    assert sorted(line["stream_id"] for line in lines) == [db_name, f"{db_name}.c"]
+    for line in lines:
+        assert line["source"] == "change_stream" and line["id"] == 1
+        assert "_data" in line["resume_token"]
+
+    tail = Tail("--uri", server.uri, "--change-streams", "--ns", db_name, "--after", "oldest")
+    try:
+        (first,) = tail.lines(1)
+        assert tail.stop() == 0
+    finally:
+        tail.close()
+    assert first["namespace"] == f"{db_name}.before" and first["id"] == 0
+
+
+def test_bad_change_stream_namespace_is_one_line_and_exit_2(server: TestServer) -> None:
+    result = run("tail", "--uri", server.uri, "--change-streams", "--ns", "a..b")
+    assert_one_line_error(result, "change_stream_ns entries must be")
+
+
 def test_bad_uri_is_one_line_and_exit_2() -> None:
     assert_one_line_error(run("tail", "--uri", "bad://host"), "invalid MongoDB URI")
 
@@ -132,9 +162,11 @@ def test_a_server_that_is_not_a_replica_set_member_is_refused() -> None:
         standalone.start()
         try:
             result = run("tail", "--uri", standalone.uri, "--timeout", "5")
+            streams = run("tail", "--uri", standalone.uri, "--timeout", "5", "--change-streams")
         finally:
             standalone.stop()
     assert_one_line_error(result, "not a replica set member")
+    assert_one_line_error(streams, "change streams need a replica set")
 
 
 def test_demo_prints_the_sample_changes_and_exits() -> None:

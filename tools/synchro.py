@@ -61,7 +61,7 @@ _WORDS = re.compile(
     r"\b(" + "|".join(re.escape(k) for k in sorted(REPLACEMENTS, key=len, reverse=True)) + r")\b"
 )
 _PROSE = re.compile(r"\b(?:async |await )")
-HEADER = "# Generated from {source} by tools/synchro.py: edit that file, not this one.\n"
+HEADER = "# Generated from {source} by tools/synchro.py. Edit that one.\n"
 
 
 def unasync(source: str) -> str:

@@ -90,8 +90,9 @@ def _build_parser() -> _Parser:
 
     tail = commands.add_parser(
         "tail",
-        help="print the oplog's changes as JSON Lines",
-        description="Tail a replica set's oplog and print every change as a line of JSON.",
+        help="print a deployment's changes as JSON Lines",
+        description="Tail a replica set's oplog (or follow change streams) and print every "
+        "change as a line of JSON.",
     )
     tail.add_argument(
         "--uri",
@@ -104,6 +105,12 @@ def _build_parser() -> _Parser:
         default=[],
         metavar="NS",
         help="only this database or db.collection (repeatable; default: everything)",
+    )
+    tail.add_argument(
+        "--change-streams",
+        action="store_true",
+        help="follow change streams instead of the oplog: one per --ns (a collection or a "
+        "database), or one for the whole deployment; works through mongos",
     )
     tail.add_argument(
         "--after",
@@ -140,7 +147,12 @@ def tail(
     """Print ``client``'s changes to ``out`` until interrupted (SIGINT/SIGTERM) or a fatal error."""
     ctx = gtom.start(client, options)
     _stop_on_signals(ctx)
-    print("gtom: tailing the oplog; stop with Ctrl-C", file=sys.stderr, flush=True)
+    if options.oplog_disabled:
+        streams = ", ".join(ns or "(whole deployment)" for ns in options.change_stream_ns)
+        source = f"change streams of {streams}"
+    else:
+        source = "the oplog"
+    print(f"gtom: tailing {source}; stop with Ctrl-C", file=sys.stderr, flush=True)
     write = out.write
     try:
         for op in ctx:
@@ -162,9 +174,13 @@ def _stop_on_signals(ctx: gtom.OpCtx) -> None:
 
 
 def _run_tail(args: argparse.Namespace) -> int:
-    options = gtom.Options(
-        namespace_filter=_namespace_filter(args.ns), after=_parse_after(args.after)
-    )
+    after = _parse_after(args.after)
+    if args.change_streams:
+        options = gtom.Options(
+            oplog_disabled=True, change_stream_ns=list(args.ns) or [""], after=after
+        )
+    else:
+        options = gtom.Options(namespace_filter=_namespace_filter(args.ns), after=after)
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be a number of seconds > 0, got {args.timeout}")
     try:

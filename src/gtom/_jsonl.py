@@ -8,7 +8,7 @@ from typing import Any
 from bson import json_util
 from bson.binary import UuidRepresentation
 
-from gtom._op import Op
+from gtom._op import Op, Source
 
 __all__ = ["op_document", "op_line"]
 
@@ -22,11 +22,15 @@ _CANONICAL = json_util.CANONICAL_JSON_OPTIONS.with_options(
 
 
 def op_document(op: Op) -> dict[str, Any]:
-    """The fields of an op as one document, in a stable order."""
+    """The fields of an op as one document, in a stable order.
+
+    ``before`` is there when the op has a pre-image; ``stream_id`` and ``resume_token`` when it
+    comes from a change stream.
+    """
     txn = None
     if op.txn is not None:
         txn = {"lsid": op.txn.lsid, "txnNumber": op.txn.txn_number, "index": op.txn.index}
-    return {
+    document = {
         "operation": op.operation,
         "namespace": op.namespace,
         "id": op.id,
@@ -37,6 +41,12 @@ def op_document(op: Op) -> dict[str, Any]:
         "update_description": op.update_description,
         "txn": txn,
     }
+    if op.before is not None:
+        document["before"] = op.before
+    if op.source is Source.CHANGE_STREAM:
+        document["stream_id"] = op.stream_id
+        document["resume_token"] = op.resume_token
+    return document
 
 
 def _relaxed(value: Any) -> Any:

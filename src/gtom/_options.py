@@ -153,7 +153,9 @@ class Options:
             )
         for stream_id in self.change_stream_ns:
             db, dot, coll = stream_id.partition(".")
-            if stream_id and (not db or (dot and not coll)):
+            bad_db = not db or any(c in _BAD_DATABASE_CHARS for c in db)
+            bad_coll = dot and (not coll or coll.startswith(".") or "$" in coll)
+            if stream_id and (bad_db or bad_coll):
                 raise ConfigurationError(
                     "change_stream_ns entries must be 'db.collection', 'db' or '' (everything),"
                     f" got {stream_id!r}"
@@ -180,6 +182,10 @@ class Options:
     def replace(self, **changes: Any) -> Options:
         """A copy of these options with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+#: Characters a MongoDB database name may not contain.
+_BAD_DATABASE_CHARS = frozenset('/\\. "$*<>:|?\0')
 
 
 def _check_positive_int(name: str, value: object) -> None:

@@ -1,4 +1,4 @@
-# Generated from tests/_async/test_auth.py by tools/synchro.py: edit that file, not this one.
+# Generated from tests/_async/test_auth.py by tools/synchro.py. Edit that one.
 """Authentication and authorization failures are clear errors, not retries."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# Generated from tests/_async/test_control.py by tools/synchro.py: edit that file, not this one.
+# Generated from tests/_async/test_control.py by tools/synchro.py. Edit that one.
 """pause / resume / since / stop: exact semantics, on a real server."""
 
 from __future__ import annotations

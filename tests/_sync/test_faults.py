@@ -1,4 +1,4 @@
-# Generated from tests/_async/test_faults.py by tools/synchro.py: edit that file, not this one.
+# Generated from tests/_async/test_faults.py by tools/synchro.py. Edit that one.
 """Faults on a real server, counting events: nothing lost, nothing repeated, history loss said."""
 
 from __future__ import annotations

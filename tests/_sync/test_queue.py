@@ -1,4 +1,4 @@
-# Generated from tests/_async/test_queue.py by tools/synchro.py: edit that file, not this one.
+# Generated from tests/_async/test_queue.py by tools/synchro.py. Edit that one.
 """The queue ops flow through: bounded, pausable per lane, cancellable per lane, closable."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# Generated from tests/_async/test_tail.py by tools/synchro.py: edit that file, not this one.
+# Generated from tests/_async/test_tail.py by tools/synchro.py. Edit that one.
 """Tailing the oplog of a real server: every op kind, options, filters and errors at start."""
 
 from __future__ import annotations

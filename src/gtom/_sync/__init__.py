@@ -1,1 +1,1 @@
-# Generated from src/gtom/_async/__init__.py by tools/synchro.py: edit that file, not this one.
+# Generated from src/gtom/_async/__init__.py by tools/synchro.py. Edit that one.

@@ -1,4 +1,4 @@
-# Generated from src/gtom/_async/change_stream.py by tools/synchro.py: edit that file, not this one.
+# Generated from src/gtom/_async/change_stream.py by tools/synchro.py. Edit that one.
 """Following change streams: a collection, a database or a whole deployment, without gaps.
 
 One `ChangeStreamFollower` per ``change_stream_ns`` entry (``"db.coll"``, ``"db"`` or ``""``)
@@ -41,7 +41,8 @@ Stream = ChangeStream[dict[str, Any]]
 #: How long a ``getMore`` of a change stream may wait for events when ``max_wait_secs`` is 0.
 DEFAULT_MAX_AWAIT_MS = 500
 #: The resume point was removed from the oplog, or the token is unusable: not transient.
-_HISTORY_LOST_CODES = frozenset({286, 280, 260})  # ChangeStreamHistoryLost, Fatal, InvalidToken
+_HISTORY_LOST_CODES = frozenset({286, 280})  # ChangeStreamHistoryLost, ChangeStreamFatalError
+_BAD_TOKEN_CODES = frozenset({260})  # InvalidResumeToken
 _NOT_A_REPLICA_SET = 40573
 
 
@@ -110,21 +111,35 @@ def open_stream(
 
 
 def history_lost(stream_id: str, token: Any, error: PyMongoError) -> HistoryLostError:
-    """The error for a stream whose resume point the server no longer has."""
+    """The error for a stream whose resume point the server no longer has (or never had)."""
+    name = repr(stream_id) if stream_id else "of the whole deployment"
+    if _is_bad_token(error):
+        why = "its resume token is not one this server can use"
+    else:
+        why = "the server no longer has its resume point"
     return HistoryLostError(
-        f"change stream {stream_id or '(whole deployment)'!r} cannot resume: the server no "
-        f"longer has its resume point ({describe(error)}), so changes after it may be lost. "
-        f"Re-copy the data (direct reads) and start the stream again without a resume token, "
-        f"or give the oplog more room.",
+        f"change stream {name} cannot resume: {why} ({describe(error)}), so changes after it "
+        f"may be lost. Re-copy the data (direct reads) and start the stream again without a "
+        f"resume token, or give the oplog more room.",
         stream_id=stream_id,
         resume_token=token,
     )
 
 
+def _is_bad_token(error: PyMongoError) -> bool:
+    if not isinstance(error, OperationFailure):
+        return False
+    if error.code in _BAD_TOKEN_CODES:
+        return True
+    # SecantusDB says FailedToParse (9) for a token it cannot read; mongod's codes vary by version.
+    message = str((error.details or {}).get("errmsg", ""))
+    return "resume token" in message.lower()
+
+
 def classify_open_error(stream_id: str, token: Any, error: PyMongoError) -> GtomError | None:
     """A `GtomError` for an error that re-opening cannot fix, else None (retry)."""
     if isinstance(error, OperationFailure):
-        if error.code in _HISTORY_LOST_CODES:
+        if error.code in _HISTORY_LOST_CODES or (token is not None and _is_bad_token(error)):
             return history_lost(stream_id, token, error)
         if error.code == _NOT_A_REPLICA_SET:
             return NotReplicaSetError(
@@ -132,7 +147,8 @@ def classify_open_error(stream_id: str, token: Any, error: PyMongoError) -> Gtom
             )
     if is_transient(error):
         return None
-    return translate(error, f"following change stream {stream_id or '(whole deployment)'!r}")
+    name = repr(stream_id) if stream_id else "of the whole deployment"
+    return translate(error, f"following change stream {name}")
 
 
 class ChangeStreamFollower:
@@ -167,6 +183,8 @@ class ChangeStreamFollower:
             unmarshal=options.unmarshal,
             codec_options=client.codec_options.with_options(document_class=dict),
         )
+        if stream is not None:
+            self._remember(stream)  # its position is there to save before the first event
 
     def halt(self) -> None:
         """Make `run` end soon (it also ends when the lane is cancelled or the queue closed)."""
@@ -265,3 +283,9 @@ class ChangeStreamFollower:
         # Until the stream moves past an invalidate it reopened after, keep using startAfter.
         if token is not None and token != self.position.token:
             self.position = StreamPosition(token=token)
+        elif token is None and self.position.token is None and self.position.start_at is None:
+            # A server without post-batch tokens (before 4.0.7): pin "now" to the operation time
+            # pymongo resumes from itself, so a re-open never skips ahead.
+            start_at = getattr(stream, "_start_at_operation_time", None)
+            if isinstance(start_at, Timestamp):
+                self.position = StreamPosition(start_at=start_at)

@@ -1,8 +1,9 @@
-# Generated from src/gtom/_async/ctx.py by tools/synchro.py: edit that file, not this one.
+# Generated from src/gtom/_async/ctx.py by tools/synchro.py. Edit that one.
 """The context a caller holds: it starts the engine's jobs, hands out their ops, and stops them."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -13,7 +14,7 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from gtom._decode_oplog import call_user
-from gtom._errors import ConfigurationError, StoppedError
+from gtom._errors import ConfigurationError, GtomError, StoppedError
 from gtom._op import Op
 from gtom._options import Options, resolve
 from gtom._position import ALL, OplogPosition, check_timestamp
@@ -30,6 +31,7 @@ from gtom._sync.change_stream import (
 from gtom._sync.oplog import (
     OplogTailer,
     check_oplog_source,
+    first_op_timestamp,
     last_op_timestamp,
     server_traits,
 )
@@ -86,14 +88,13 @@ class OpCtx:
             if after is None:
                 after = last_op_timestamp(client, options)
             self._start_tailer(OplogPosition(after, ALL))
+        start_at = self._stream_start(after) if options.change_stream_ns else None
         for stream_id in options.change_stream_ns:
             token = options.resume_tokens.get(stream_id)
             if token is not None:
                 position = StreamPosition(token=token)
-            elif after is not None:
-                position = StreamPosition(start_at=next_timestamp(after))
             else:
-                position = StreamPosition()
+                position = StreamPosition(start_at=start_at)
             try:
                 stream = open_stream(client, options, stream_id, position)
             except PyMongoError as e:
@@ -101,6 +102,19 @@ class OpCtx:
                     classify_open_error(stream_id, token, e) or translate(e, "connecting")
                 ) from e
             self._start_follower(stream_id, position, stream)
+
+    def _stream_start(self, after: Timestamp | None) -> Timestamp | None:
+        """Where streams without a resume token start: just after ``after``, else now (None).
+
+        ``after`` = Timestamp(0, 0) means "the oldest change the server has", as for the oplog:
+        the oldest oplog entry when the oplog can be read, else the server decides.
+        """
+        if after is None:
+            return None
+        if after == Timestamp(0, 0):
+            with contextlib.suppress(GtomError):  # no oplog to read (mongos, no access, ...)
+                return first_op_timestamp(self._client, self.options)
+        return next_timestamp(after)
 
     def _start(self, name: str, job: _Job) -> None:
         worker = Worker(job.run, name=f"gtom-{name}")

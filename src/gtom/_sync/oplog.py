@@ -1,4 +1,4 @@
-# Generated from src/gtom/_async/oplog.py by tools/synchro.py: edit that file, not this one.
+# Generated from src/gtom/_async/oplog.py by tools/synchro.py. Edit that one.
 """Tailing the oplog: every entry after a position, in order, once, whatever the network does.
 
 The tailer reads ``local.oplog.rs`` with a tailable-cursor and hands decoded ops to the
