@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import Timestamp
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.errors import OperationFailure, PyMongoError
 
-from gtom._async._compat import Lane, OpQueue, QueueClosed, Signal, sleep_until_set
+from gtom._async._compat import Lane, OpQueue, Prefetcher, QueueClosed, Signal, sleep_until_set
 from gtom._backoff import Backoff
 from gtom._decode_change import ChangeDecoder, is_invalidate
 from gtom._decode_oplog import call_user
@@ -43,6 +43,8 @@ DEFAULT_MAX_AWAIT_MS = 500
 _HISTORY_LOST_CODES = frozenset({286, 280})  # ChangeStreamHistoryLost, ChangeStreamFatalError
 _BAD_TOKEN_CODES = frozenset({260})  # InvalidResumeToken
 _NOT_A_REPLICA_SET = 40573
+#: At most this many ops go into the queue in one put.
+MAX_PUT = 500
 
 
 class StreamPosition:
@@ -76,6 +78,16 @@ def next_timestamp(ts: Timestamp) -> Timestamp:
     if ts.inc >= 0xFFFFFFFF:
         return Timestamp(ts.time + 1, 0)
     return Timestamp(ts.time, ts.inc + 1)
+
+
+def _has_buffered(stream: Stream) -> bool:
+    """Whether the stream holds more events of its current batch (no round trip to get them).
+
+    pymongo keeps that to itself; without it every event is queued on its own (slower, still
+    correct).
+    """
+    has_next = getattr(getattr(stream, "_cursor", None), "_has_next", None)
+    return bool(has_next()) if callable(has_next) else False
 
 
 def _target(client: Client, stream_id: str) -> Any:
@@ -174,6 +186,7 @@ class ChangeStreamFollower:
         self._op_c = op_c
         self._err_c = err_c
         self._stream = stream
+        self._reader: Prefetcher[_Read] | None = None
         self._halt = Signal()
         self._backoff = Backoff()
         self._decoder = ChangeDecoder(
@@ -183,7 +196,9 @@ class ChangeStreamFollower:
             codec_options=client.codec_options.with_options(document_class=dict),
         )
         if stream is not None:
-            self._remember(stream)  # its position is there to save before the first event
+            self._remember(
+                _Read.of(stream, [])
+            )  # its position is there to save before the first event
 
     def halt(self) -> None:
         """Make `run` end soon (it also ends when the lane is cancelled or the queue closed)."""
@@ -229,6 +244,9 @@ class ChangeStreamFollower:
                 await sleep_until_set(delay, self._halt)
 
     async def _close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.close()
         stream, self._stream = self._stream, None
         if stream is not None:
             with contextlib.suppress(PyMongoError):
@@ -241,14 +259,18 @@ class ChangeStreamFollower:
         self._op_c.close(error)
 
     async def _follow(self) -> None:
-        """Read until paused or halted (return), invalidated (return) or an error (raise)."""
+        """Read until paused or halted (return), invalidated (return) or an error (raise).
+
+        The next batch is read while the current one is decoded and queued (a prefetch), and
+        the position moves only once a batch's ops are queued.
+        """
         pauses = self._op_c.pause_count
         if self._stream is None:
             self._stream = await open_stream(
                 self._client, self._options, self.stream_id, self.position
             )
         stream = self._stream
-        self._remember(stream)
+        self._remember(_Read.of(stream, []))
         if self._backoff.attempts:
             self._log.warning(
                 "gtom: change stream %r recovered after %d failed attempts",
@@ -256,37 +278,74 @@ class ChangeStreamFollower:
                 self._backoff.attempts,
             )
             self._backoff.reset()
-        keep = self._options.filter
-        while stream.alive:
+        reader = self._reader = Prefetcher(f"gtom-stream-reader:{self.stream_id}")
+        reader.start(lambda: read_batch(stream))
+        while True:
             if self._op_c.pause_count != pauses or self._halted():
+                await self._close()  # a batch not queued is read again from the position
+                return
+            read = await reader.result()
+            ended = bool(read.events) and is_invalidate(read.events[-1])
+            if not ended and stream.alive:
+                reader.start(lambda: read_batch(stream))
+            ops = self._decode(read.events[:-1] if ended else read.events)
+            if ops and not await self._op_c.put_many(ops, self.lane):
+                return
+            if ended:
+                await self._close()
+                self.position = StreamPosition(token=read.events[-1]["_id"], start_after=True)
+                return
+            self._remember(read)
+            if not stream.alive:
                 await self._close()
                 return
-            event = await stream.try_next()
-            if event is None:
-                self._remember(stream)  # idle: the post-batch token keeps the position fresh
-                continue
-            if is_invalidate(event):
-                await self._close()
-                self.position = StreamPosition(token=event["_id"], start_after=True)
-                return
-            op = self._decoder.decode(event)
-            if (
-                op is not None
-                and (keep is None or call_user("filter", keep, op))
-                and not await self._op_c.put_many([op], self.lane)
-            ):
-                return
-            self._remember(stream)
-        await self._close()
 
-    def _remember(self, stream: Stream) -> None:
-        token = stream.resume_token
+    def _decode(self, events: list[Mapping[str, Any]]) -> list[Op]:
+        keep = self._options.filter
+        ops = []
+        for event in events:
+            op = self._decoder.decode(event)
+            if op is not None and (keep is None or call_user("filter", keep, op)):
+                ops.append(op)
+        return ops
+
+    def _remember(self, read: _Read) -> None:
+        token = read.token
         # Until the stream moves past an invalidate it reopened after, keep using startAfter.
         if token is not None and token != self.position.token:
             self.position = StreamPosition(token=token)
         elif token is None and self.position.token is None and self.position.start_at is None:
             # A server without post-batch tokens (before 4.0.7): pin "now" to the operation time
             # pymongo resumes from itself, so a re-open never skips ahead.
-            start_at = getattr(stream, "_start_at_operation_time", None)
-            if isinstance(start_at, Timestamp):
-                self.position = StreamPosition(start_at=start_at)
+            self.position = StreamPosition(start_at=read.start_at)
+
+
+class _Read(NamedTuple):
+    """A batch of events, and the stream's position after them."""
+
+    events: list[Mapping[str, Any]]
+    token: Mapping[str, Any] | None
+    #: pymongo's ``startAtOperationTime`` while the stream has no token yet (old servers).
+    start_at: Timestamp | None
+
+    @classmethod
+    def of(cls, stream: Stream, events: list[Mapping[str, Any]]) -> _Read:
+        start_at = getattr(stream, "_start_at_operation_time", None)
+        return cls(
+            events, stream.resume_token, start_at if isinstance(start_at, Timestamp) else None
+        )
+
+
+async def read_batch(stream: Stream) -> _Read:
+    """The stream's next events: what its current batch holds, else one ``getMore``'s worth.
+
+    At most `MAX_PUT` events; an ``invalidate`` is always last. No events: the stream is idle.
+    """
+    events: list[Mapping[str, Any]] = []
+    event = await stream.try_next()
+    while event is not None:
+        events.append(event)
+        if is_invalidate(event) or len(events) >= MAX_PUT or not _has_buffered(stream):
+            break
+        event = await stream.try_next()
+    return _Read.of(stream, events)
