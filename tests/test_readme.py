@@ -61,3 +61,17 @@ def test_the_asyncio_example_follows_changes(server: TestServer) -> None:
         return out.getvalue()
 
     assert "i readme_async.c hello" in asyncio.run(scenario())
+
+
+def test_the_change_stream_example_prints_the_insert_and_keeps_its_token(
+    server: TestServer,
+) -> None:
+    example = python_blocks()[2]
+    assert "change_stream_ns" in example and EXAMPLE_URI in example
+    out = io.StringIO()
+    namespace: dict[str, Any] = {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(example.replace(EXAMPLE_URI, server.uri), "README.md", "exec"), namespace)
+    namespace["client"].close()
+    assert out.getvalue().splitlines() == ["shop.orders i milk"]
+    assert "_data" in namespace["saved"]["shop.orders"]

@@ -225,6 +225,20 @@ async def test_pipe_builds_each_streams_pipeline(async_client: Any, db_name: str
     assert calls == [(f"{db_name}.c", True)]
 
 
+async def test_a_pipeline_that_drops_the_resume_token_is_a_configuration_error(
+    async_client: Any, db_name: str
+) -> None:
+    def pipe(namespace: str, change_stream: bool) -> list[dict[str, Any]]:
+        return [{"$project": {"_id": 0}}]
+
+    ctx = await gtom.start_async(async_client, streams(f"{db_name}.c", pipe=pipe))
+    await async_client[db_name].c.insert_one({"_id": 1})
+    with pytest.raises(gtom.ConfigurationError, match="resume token; keep _id"):
+        async for _ in ctx:
+            pass
+    await ctx.stop()
+
+
 async def test_filters_and_unmarshal_apply_as_for_the_oplog(
     async_client: Any, db_name: str
 ) -> None:

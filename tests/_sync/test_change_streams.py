@@ -220,6 +220,20 @@ def test_pipe_builds_each_streams_pipeline(client: Any, db_name: str) -> None:
     assert calls == [(f"{db_name}.c", True)]
 
 
+def test_a_pipeline_that_drops_the_resume_token_is_a_configuration_error(
+    client: Any, db_name: str
+) -> None:
+    def pipe(namespace: str, change_stream: bool) -> list[dict[str, Any]]:
+        return [{"$project": {"_id": 0}}]
+
+    ctx = gtom.start(client, streams(f"{db_name}.c", pipe=pipe))
+    client[db_name].c.insert_one({"_id": 1})
+    with pytest.raises(gtom.ConfigurationError, match="resume token; keep _id"):
+        for _ in ctx:
+            pass
+    ctx.stop()
+
+
 def test_filters_and_unmarshal_apply_as_for_the_oplog(client: Any, db_name: str) -> None:
     seen_by_ns_filter: list[Any] = []
 

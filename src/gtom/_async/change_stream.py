@@ -28,7 +28,7 @@ from gtom._async._compat import Lane, OpQueue, Prefetcher, QueueClosed, Signal, 
 from gtom._backoff import Backoff
 from gtom._decode_change import ChangeDecoder, is_invalidate
 from gtom._decode_oplog import call_user
-from gtom._errors import GtomError, HistoryLostError, NotReplicaSetError
+from gtom._errors import ConfigurationError, GtomError, HistoryLostError, NotReplicaSetError
 from gtom._op import Op
 from gtom._options import Options
 from gtom._retry import describe, is_transient, translate
@@ -40,7 +40,8 @@ Stream = AsyncChangeStream[dict[str, Any]]
 #: How long a ``getMore`` of a change stream may wait for events when ``max_wait_secs`` is 0.
 DEFAULT_MAX_AWAIT_MS = 500
 #: The resume point was removed from the oplog, or the token is unusable: not transient.
-_HISTORY_LOST_CODES = frozenset({286, 280})  # ChangeStreamHistoryLost, ChangeStreamFatalError
+_FATAL = 280  # ChangeStreamFatalError: a resume point not found, or a pipeline that broke _id
+_HISTORY_LOST_CODES = frozenset({286, _FATAL})  # and ChangeStreamHistoryLost
 _BAD_TOKEN_CODES = frozenset({260})  # InvalidResumeToken
 _NOT_A_REPLICA_SET = 40573
 #: At most this many ops go into the queue in one put.
@@ -143,13 +144,22 @@ def _is_bad_token(error: PyMongoError) -> bool:
     if error.code in _BAD_TOKEN_CODES:
         return True
     # SecantusDB says FailedToParse (9) for a token it cannot read; mongod's codes vary by version.
-    message = str((error.details or {}).get("errmsg", ""))
-    return "resume token" in message.lower()
+    return "resume token" in _message(error).lower()
+
+
+def _message(error: OperationFailure) -> str:
+    return str((error.details or {}).get("errmsg", ""))
 
 
 def classify_open_error(stream_id: str, token: Any, error: PyMongoError) -> GtomError | None:
     """A `GtomError` for an error that re-opening cannot fix, else None (retry)."""
+    name = repr(stream_id) if stream_id else "of the whole deployment"
     if isinstance(error, OperationFailure):
+        if error.code == _FATAL and "_id" in _message(error):
+            return ConfigurationError(
+                f"the pipeline of change stream {name} (from pipe) changes the events' _id, "
+                f"their resume token; keep _id as it is: {describe(error)}"
+            )
         if error.code in _HISTORY_LOST_CODES or (token is not None and _is_bad_token(error)):
             return history_lost(stream_id, token, error)
         if error.code == _NOT_A_REPLICA_SET:
@@ -158,7 +168,6 @@ def classify_open_error(stream_id: str, token: Any, error: PyMongoError) -> Gtom
             )
     if is_transient(error):
         return None
-    name = repr(stream_id) if stream_id else "of the whole deployment"
     return translate(error, f"following change stream {name}")
 
 
