@@ -34,6 +34,10 @@ _DDL_EVENTS = {
     "dropIndexes": "dropIndexes",
     "modify": "collMod",
 }
+#: Events that end a stream, or that gtom does not ask for, and that give no op.
+_IGNORED_EVENTS = frozenset({"invalidate", "endOfTransaction", "migrateLastChunkFromShard"})
+#: Transactions whose events are counted at once (interleaved through mongos).
+_TXNS_REMEMBERED = 64
 #: Sharding events name the whole namespace, as their commands do.
 _SHARDING_EVENTS = ("shardCollection", "reshardCollection", "refineCollectionShardKey")
 
@@ -50,7 +54,7 @@ class ChangeDecoder:
     timestamp only); ``unmarshal`` fills ``op.doc`` from the full document when there is one.
     """
 
-    __slots__ = ("_codec", "_ns_filter", "_stream_id", "_txn_index", "_txn_key", "_unmarshal")
+    __slots__ = ("_codec", "_ns_filter", "_stream_id", "_txn_counts", "_unmarshal")
 
     def __init__(
         self,
@@ -65,8 +69,7 @@ class ChangeDecoder:
         self._ns_filter = namespace_filter
         self._unmarshal = unmarshal
         self._codec = codec_options
-        self._txn_key: tuple[bytes, int] | None = None
-        self._txn_index = 0
+        self._txn_counts: dict[tuple[bytes, int], int] = {}  # oldest first
 
     def decode(self, event: Mapping[str, Any]) -> Op | None:
         """The op for ``event``, or None (filtered out, or an ``invalidate``).
@@ -77,7 +80,16 @@ class ChangeDecoder:
             return self._decode(event)
         except (DecodeError, CallbackError):
             raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, bson.InvalidBSON) as e:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            IndexError,
+            OverflowError,
+            bson.InvalidBSON,
+            bson.InvalidDocument,
+        ) as e:
             raise DecodeError(f"malformed change event ({type(e).__name__}: {e})", event) from e
 
     def _decode(self, event: Mapping[str, Any]) -> Op | None:
@@ -89,7 +101,7 @@ class ChangeDecoder:
             raise DecodeError("change event has no resume token (_id)", event)
         if not isinstance(kind, str):
             raise DecodeError("change event has no operationType", event)
-        if kind == "invalidate":
+        if kind in _IGNORED_EVENTS:
             return None
         ts = event.get("clusterTime")
         if ts is not None and not isinstance(ts, Timestamp):
@@ -116,7 +128,7 @@ class ChangeDecoder:
             key = event.get("documentKey")
             if not isinstance(key, Mapping) or "_id" not in key or not coll:
                 raise DecodeError(f"{kind} event has no documentKey._id or collection", event)
-            op.operation, op.id = operation, key["_id"]
+            op.operation, op.id = operation, self._dict(key)["_id"]
             if not self._keep(op):
                 return None
             self._documents(op, event, kind)
@@ -133,6 +145,7 @@ class ChangeDecoder:
         description = event.get("operationDescription") or {}
         if not isinstance(description, Mapping):
             raise DecodeError("operationDescription must be a document", event)
+        description = self._dict(description)
         if kind == "dropDatabase":
             return {"dropDatabase": 1}
         if not coll:
@@ -185,11 +198,13 @@ class ChangeDecoder:
             return None
         plain_lsid = self._dict(lsid)
         key = (bson.encode(plain_lsid), int(number))
-        if key == self._txn_key:
-            self._txn_index += 1
-        else:
-            self._txn_key, self._txn_index = key, 0
-        return Txn(plain_lsid, int(number), self._txn_index)
+        # Through mongos, events of transactions on different shards can interleave: count per
+        # transaction, remembering the most recent ones.
+        index = self._txn_counts.pop(key, -1) + 1
+        self._txn_counts[key] = index
+        if len(self._txn_counts) > _TXNS_REMEMBERED:
+            del self._txn_counts[next(iter(self._txn_counts))]
+        return Txn(plain_lsid, int(number), index)
 
     def _dict(self, value: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, RawBSONDocument):
