@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 from bson import Timestamp
@@ -119,9 +120,19 @@ def test_options_are_keyword_only_and_frozen() -> None:
     assert options.replace(channel_size=5).channel_size == 5
 
 
-def test_unsupported_sources_are_refused_rather_than_ignored() -> None:
-    with pytest.raises(gtom.ConfigurationError, match="not supported by this version"):
-        gtom.Options(direct_read_ns=["db.c"]).validate()
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"direct_read_ns": ["db"]}, "direct_read_ns entries must look like 'db.collection'"),
+        ({"direct_read_ns": ["db.c", "db.c"]}, "direct_read_ns has duplicates"),
+        ({"direct_read_resume": {"db.c": {}}}, "not in direct_read_ns"),
+        ({"direct_read_split_max": -1}, "direct_read_split_max must be an integer >= 0"),
+        ({"direct_read_concur": 0}, "direct_read_concur must be an integer >= 1"),
+    ],
+)
+def test_bad_direct_read_options_are_named(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(gtom.ConfigurationError, match=message):
+        gtom.Options(**changes).validate()
 
 
 def test_op_helpers() -> None:
@@ -142,6 +153,7 @@ EXPORTED = {
     "CallbackError",
     "ConfigurationError",
     "DecodeError",
+    "DirectReadProgress",
     "GtomError",
     "HistoryLostError",
     "NotAuthorizedError",

@@ -34,6 +34,7 @@ from gtom._errors import (
 )
 from gtom._op import Op, OpFilter, Ordering, Source, Txn, chain_op_filters
 from gtom._options import Options
+from gtom._segments import DirectReadProgress
 from gtom._sync import oplog as _sync_oplog
 from gtom._sync._compat import OpQueue
 from gtom._sync.ctx import OpCtx, start
@@ -46,6 +47,7 @@ __all__ = [
     "CallbackError",
     "ConfigurationError",
     "DecodeError",
+    "DirectReadProgress",
     "GtomError",
     "HistoryLostError",
     "NotAuthorizedError",

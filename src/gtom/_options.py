@@ -73,7 +73,11 @@ class Options:
     update_data_as_delta: bool = False
     """For oplog updates, ``op.data`` is the change itself instead of the fetched document."""
     direct_read_ns: Sequence[str] = ()
-    """Collections or views (``"db.coll"``) to read whole."""
+    """Collections or views (``"db.coll"``) to read whole, as ``"i"`` ops. With tailing, the
+    tailing position is taken before the copy starts and tailed ops follow once it is done."""
+    direct_read_resume: Mapping[str, Any] = field(default_factory=dict)
+    """A ``ctx.direct_read_checkpoint()`` of an unfinished copy: continue it instead of
+    starting over (namespaces not in it are read from the start)."""
     direct_read_split_max: int = DEFAULT_DIRECT_READ_SPLIT_MAX
     """Split each direct read into at most this many + 1 segments."""
     direct_read_concur: int = field(default_factory=_default_concurrency)
@@ -141,6 +145,18 @@ class Options:
                 raise ConfigurationError(f"{name} must be a list of strings, got {value!r}")
         for ns in self.direct_read_ns:
             _check_collection_namespace("direct_read_ns", ns)
+        if len(set(self.direct_read_ns)) != len(self.direct_read_ns):
+            raise ConfigurationError(f"direct_read_ns has duplicates: {self.direct_read_ns!r}")
+        if not isinstance(self.direct_read_resume, Mapping):
+            raise ConfigurationError(
+                f"direct_read_resume must be a checkpoint document, got {self.direct_read_resume!r}"
+            )
+        unknown_reads = set(self.direct_read_resume) - set(self.direct_read_ns)
+        if unknown_reads:
+            raise ConfigurationError(
+                f"direct_read_resume names namespaces that are not in direct_read_ns: "
+                f"{sorted(unknown_reads)}"
+            )
         if self.full_document not in _FULL_DOCUMENT_CHOICES:
             raise ConfigurationError(
                 f"full_document must be one of {', '.join(_FULL_DOCUMENT_CHOICES)},"
@@ -175,8 +191,6 @@ class Options:
             )
         if not isinstance(self.log, logging.Logger):
             raise ConfigurationError(f"log must be a logging.Logger, got {self.log!r}")
-        if self.direct_read_ns:
-            raise ConfigurationError("direct_read_ns is not supported by this version of gtom yet")
         return self
 
     def replace(self, **changes: Any) -> Options:

@@ -106,20 +106,22 @@ class OpQueue(Generic[T]):
 
     # -- producers -----------------------------------------------------------------------------
 
-    async def put_many(self, items: Sequence[T], lane: Lane) -> bool:
+    async def put_many(self, items: Sequence[T], lane: Lane, *, atomic: bool = False) -> bool:
         """Put items in order, waiting for room (and for `resume` on a gated lane).
 
         Returns False when the lane was cancelled (the rest is dropped); raises `QueueClosed` once
-        the queue is closed.
+        the queue is closed. ``atomic``: all items go in together or none do (at most
+        ``maxsize`` items).
         """
         done, total = 0, len(items)
+        need = min(total, self._maxsize) if atomic else 1
         while done < total:
             if self._closed:
                 raise QueueClosed
             if lane.cancelled:
                 return False
             room = self._maxsize - len(self._items)
-            if room <= 0 or (lane.gated and self._paused):
+            if room < need or (lane.gated and self._paused):
                 await self._wait(self._putters, None)
                 continue
             batch = items[done : done + room]

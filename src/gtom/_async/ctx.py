@@ -12,7 +12,7 @@ from bson import Timestamp
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from gtom._async._compat import Lane, Lock, OpQueue, Worker, maybe_await
+from gtom._async._compat import Lane, Lock, OpQueue, Signal, Worker, maybe_await
 from gtom._async.change_stream import (
     ChangeStreamFollower,
     StreamPosition,
@@ -20,6 +20,7 @@ from gtom._async.change_stream import (
     next_timestamp,
     open_stream,
 )
+from gtom._async.direct_read import DirectReads
 from gtom._async.oplog import (
     OplogTailer,
     check_oplog_source,
@@ -33,6 +34,7 @@ from gtom._op import Op
 from gtom._options import Options, resolve
 from gtom._position import ALL, OplogPosition, check_timestamp
 from gtom._retry import translate
+from gtom._segments import DirectReadProgress
 from gtom._servers import MONGOD
 
 __all__ = ["AsyncOpCtx", "start_async"]
@@ -73,6 +75,11 @@ class AsyncOpCtx:
         self._traits = MONGOD
         self._jobs: dict[str, tuple[_Job, Worker]] = {}  # by name: "oplog", "stream:<ns>"
         self._workers: list[Worker] = []  # every worker started, until it ended
+        self._direct: DirectReads | None = None
+        # Tailing jobs deliver once direct reads are done (the hand-over) or the context stops.
+        self._tail_gate = Signal()
+        if not options.direct_read_ns:
+            self._tail_gate.set()
 
     async def _begin(self) -> None:
         options = self.options
@@ -101,6 +108,21 @@ class AsyncOpCtx:
                     classify_open_error(stream_id, token, e) or translate(e, "connecting")
                 ) from e
             self._start_follower(stream_id, position, stream)
+        if options.direct_read_ns:  # after every tailing position was taken: the hand-over
+            self._direct = DirectReads(
+                client,
+                options,
+                self.op_c,
+                self.err_c,
+                resume=options.direct_read_resume,
+                on_done=self._direct_reads_done,
+            )
+            self._workers += self._direct.start()
+
+    def _direct_reads_done(self) -> None:
+        self._tail_gate.set()
+        if not self._jobs:  # nothing tails: the context's work is done once the copy is
+            self.op_c.close()
 
     async def _stream_start(self, after: Timestamp | None) -> Timestamp | None:
         """Where streams without a resume token start: just after ``after``, else now (None).
@@ -116,7 +138,11 @@ class AsyncOpCtx:
         return next_timestamp(after)
 
     def _start(self, name: str, job: _Job) -> None:
-        worker = Worker(job.run, name=f"gtom-{name}")
+        async def run() -> None:
+            await self._tail_gate.wait()  # direct reads first
+            await job.run()
+
+        worker = Worker(run, name=f"gtom-{name}")
         self._jobs[name] = (job, worker)
         self._workers = [w for w in self._workers if not w.done()]
         self._workers.append(worker)
@@ -207,6 +233,9 @@ class AsyncOpCtx:
             workers = list(self._workers)
             for job, _ in self._jobs.values():
                 job.halt()
+            if self._direct is not None:
+                self._direct.halt()
+        self._tail_gate.set()  # held tailing jobs see they are halted and end
         self.op_c.close()
         self.err_c.close()
         for worker in workers:
@@ -221,8 +250,34 @@ class AsyncOpCtx:
         return self._stopped or self.op_c.closed
 
     async def wait_for_direct_reads(self, timeout: float | None = None) -> bool:
-        """Wait until every direct read finished; False if ``timeout`` seconds passed first."""
+        """Wait until every direct read has queued its last op (True; at once without any).
+
+        False if ``timeout`` seconds passed first, or the context stopped (or failed) first.
+        """
+        direct = self._direct
+        if direct is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not direct.done.is_set():
+            if self.stopped:
+                return False
+            remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if remaining <= 0:
+                return False
+            await direct.done.wait(remaining)
         return True
+
+    def direct_read_progress(self) -> dict[str, DirectReadProgress]:
+        """Each ``direct_read_ns`` namespace's progress: documents read, estimate, segments."""
+        return self._direct.progress() if self._direct is not None else {}
+
+    def direct_read_checkpoint(self) -> dict[str, Any]:
+        """Where each direct read is, as a BSON-able document for ``Options.direct_read_resume``.
+
+        Positions follow the ops *queued*: save it when ``op_c`` is drained (or after handling
+        the last op taken) to resume an unfinished copy in a new process without a gap.
+        """
+        return self._direct.checkpoint() if self._direct is not None else {}
 
     async def __aenter__(self) -> AsyncOpCtx:
         """Use the context in a ``with`` block; leaving it stops the context."""

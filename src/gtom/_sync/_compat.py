@@ -110,13 +110,15 @@ class OpQueue(Generic[T]):
 
     # -- producers -----------------------------------------------------------------------------
 
-    def put_many(self, items: Sequence[T], lane: Lane) -> bool:
+    def put_many(self, items: Sequence[T], lane: Lane, *, atomic: bool = False) -> bool:
         """Put items in order, waiting for room (and for `resume` on a gated lane).
 
         Returns False when the lane was cancelled (the rest is dropped); raises `QueueClosed` once
-        the queue is closed.
+        the queue is closed. ``atomic``: all items go in together or none do (at most
+        ``maxsize`` items).
         """
         done, total = 0, len(items)
+        need = min(total, self._maxsize) if atomic else 1
         with self._not_full:
             while done < total:
                 if self._closed:
@@ -124,7 +126,7 @@ class OpQueue(Generic[T]):
                 if lane.cancelled:
                     return False
                 room = self._maxsize - len(self._items)
-                if room <= 0 or (lane.gated and self._paused):
+                if room < need or (lane.gated and self._paused):
                     self._not_full.wait()
                     continue
                 batch = items[done : done + room]

@@ -1,0 +1,390 @@
+# Generated from src/gtom/_async/direct_read.py by tools/synchro.py. Edit that one.
+"""Direct reads: whole collections and views copied as ``"i"`` ops, split, parallel, resumable.
+
+For each namespace of ``direct_read_ns`` gtom *plans* segments (see `gtom._segments`): it finds
+which BSON types the ``_id``s have, and splits each type's range into at most
+``direct_read_split_max + 1`` segments with ``splitVector`` (``split_vector=True``), else
+``$bucketAuto``, else ``$sample``, else not at all. Views are read as one segment per ``_id``
+type. At most ``direct_read_concur`` plans and segment reads run at once.
+
+Each segment is read in ``_id`` order and remembers the last ``_id`` queued, so a lost cursor,
+a network error or a restart continues strictly after it, after a capped, jittered backoff:
+nothing lost, nothing read twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import bson
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
+from pymongo.errors import OperationFailure, PyMongoError
+
+from gtom._backoff import Backoff
+from gtom._decode_oplog import call_user
+from gtom._errors import ConfigurationError, GtomError
+from gtom._op import Op, Source
+from gtom._options import Options
+from gtom._retry import describe, is_transient, translate
+from gtom._segments import (
+    ID_TYPES,
+    DirectReadProgress,
+    Segment,
+    boundaries_from_sample,
+    id_type,
+    pick_boundaries,
+    segments_for,
+)
+from gtom._sync._compat import Lane, Lock, OpQueue, QueueClosed, Signal, Worker, sleep_until_set
+
+__all__ = ["DirectReads"]
+
+Client = MongoClient[Any]
+#: A collection is split only into segments of at least this many documents (estimated).
+MIN_SEGMENT_DOCS = 500
+#: Ops queued in one put (at most).
+MAX_PUT = 500
+#: ``$sample`` size per wanted segment when sampling boundaries.
+SAMPLES_PER_SEGMENT = 20
+
+
+class _Namespace:
+    """The plan and progress of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.segments: list[Segment] = []
+        self.planned = False
+        self.estimated: int | None = None
+
+    def progress(self) -> DirectReadProgress:
+        return DirectReadProgress(
+            namespace=self.namespace,
+            read=sum(s.count for s in self.segments),
+            estimated_total=self.estimated,
+            segments=len(self.segments),
+            segments_done=sum(s.done for s in self.segments),
+            done=self.planned and all(s.done for s in self.segments),
+        )
+
+
+class DirectReads:
+    """Plans and reads every ``direct_read_ns`` namespace into an `OpQueue`; `done` when all are."""
+
+    def __init__(
+        self,
+        client: Client,
+        options: Options,
+        op_c: OpQueue[Op],
+        err_c: OpQueue[Exception],
+        resume: Mapping[str, Any] | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        """Prepare the reads; ``resume`` is a `checkpoint` of an earlier, unfinished copy.
+
+        ``on_done`` is called (maybe more than once) when every document has been queued.
+        """
+        self.lane = Lane(gated=False)  # pause() does not hold direct reads back
+        self.done = Signal()
+        self._client = client
+        self._options = options
+        self._log = options.log
+        self._op_c = op_c
+        self._err_c = err_c
+        self._halt = Signal()
+        self._lock = Lock()
+        self._namespaces = {ns: _Namespace(ns) for ns in options.direct_read_ns}
+        self._units: deque[_Namespace | Segment] = deque()
+        self._busy = 0
+        self._failed = False
+        for ns, state in self._namespaces.items():
+            saved = (resume or {}).get(ns)
+            if saved is None:
+                self._units.append(state)
+                continue
+            state.segments = [Segment.from_document(s) for s in saved.get("segments", [])]
+            state.estimated = saved.get("estimated_total")
+            state.planned = True
+            self._units.extend(s for s in state.segments if not s.done)
+        self._workers: list[Worker] = []
+        self._on_done = on_done
+
+    # -- the context's view --------------------------------------------------------------------
+
+    def start(self) -> list[Worker]:
+        """Start the readers; return them (the context stops them)."""
+        if not self._units:
+            self._finish()
+            return []
+        count = self._options.direct_read_concur
+        self._workers = [Worker(self._work, name=f"gtom-direct-read-{i}") for i in range(count)]
+        return self._workers
+
+    def _finish(self) -> None:
+        self.done.set()
+        if self._on_done is not None:
+            self._on_done()
+
+    def halt(self) -> None:
+        """Make every reader end soon."""
+        self._halt.set()
+
+    def progress(self) -> dict[str, DirectReadProgress]:
+        """Each namespace's progress."""
+        with self._lock:
+            return {ns: state.progress() for ns, state in self._namespaces.items()}
+
+    def checkpoint(self) -> dict[str, Any]:
+        """A BSON-able document of where each namespace is (``Options(direct_read_resume=...)``).
+
+        A segment's position is the last ``_id`` *queued*: save it once ``op_c`` is drained.
+        """
+        with self._lock:
+            return {
+                ns: {
+                    "segments": [s.to_document() for s in state.segments],
+                    "estimated_total": state.estimated,
+                }
+                for ns, state in self._namespaces.items()
+                if state.planned
+            }
+
+    # -- the readers ---------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            while not self._halt.is_set():
+                with self._lock:
+                    unit = self._units.popleft() if self._units else None
+                    if unit is not None:
+                        self._busy += 1
+                    elif not self._busy:
+                        break
+                if unit is None:  # another reader is planning: its segments may come
+                    sleep_until_set(0.01, self._halt)
+                    continue
+                try:
+                    if isinstance(unit, Segment):
+                        self._read(unit)
+                    else:
+                        self._plan(unit)
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+        except QueueClosed:
+            self._halt.set()
+        except GtomError as e:
+            self._fail(e)
+        except Exception as e:  # a bug: say so rather than hang
+            self._log.exception("gtom: internal error in a direct read")
+            self._fail(GtomError(f"internal error in a direct read: {e!r}"))
+        with self._lock:
+            finished = not self._units and not self._busy and not self._failed
+        if finished and not self._halt.is_set():
+            self._finish()
+
+    def _fail(self, error: GtomError) -> None:
+        self._failed = True
+        self._halt.set()
+        if not self.lane.cancelled:
+            self._log.error("gtom: direct reads stopped: %s", error)
+            self._op_c.close(error)
+
+    def _retrying(self, what: str, attempt: Any) -> Any:
+        """``attempt()``, retried with backoff while it fails transiently."""
+        backoff = Backoff()
+        while True:
+            try:
+                return attempt()
+            except PyMongoError as e:
+                if not is_transient(e):
+                    raise translate(e, what) from e
+                delay = backoff.next_delay()
+                self._err_c.offer(e)
+                self._log.warning(
+                    "gtom: %s failed (%s); retry %d in %.2fs",
+                    what,
+                    describe(e),
+                    backoff.attempts,
+                    delay,
+                )
+                sleep_until_set(delay, self._halt)
+                if self._halt.is_set():
+                    raise QueueClosed from e
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def _plan(self, state: _Namespace) -> None:
+        ns = state.namespace
+        segments = self._retrying(f"planning the direct read of {ns}", lambda: self._split(state))
+        with self._lock:
+            state.segments = segments
+            state.planned = True
+            self._units.extend(segments)
+        self._log.info("gtom: direct read of %s in %d segment(s)", ns, len(segments))
+
+    def _split(self, state: _Namespace) -> list[Segment]:
+        db_name, _, coll_name = state.namespace.partition(".")
+        db = self._client[db_name]
+        infos = (db.list_collections(filter={"name": coll_name})).to_list()
+        view = bool(infos) and infos[0].get("type") == "view"
+        coll = db[coll_name]
+        types = self._id_types(coll)
+        if view:
+            state.estimated = None
+            return [Segment(state.namespace, kind) for kind in types]
+        state.estimated = coll.estimated_document_count()
+        wanted = min(
+            self._options.direct_read_split_max + 1,
+            max(1, math.ceil(state.estimated / MIN_SEGMENT_DOCS)),
+        )
+        vector = self._split_vector(state.namespace, wanted) if wanted > 1 else None
+        segments: list[Segment] = []
+        for kind in types:
+            boundaries: list[Any] = []
+            if wanted > 1:
+                if vector is not None:
+                    points = [p for p in vector if id_type(p) == kind]
+                    boundaries = pick_boundaries(points, wanted)
+                else:
+                    boundaries = self._boundaries(coll, kind, wanted)
+            segments += segments_for(state.namespace, kind, boundaries)
+        return segments
+
+    def _id_types(self, coll: Any) -> list[str]:
+        """The BSON types of the collection's ``_id``s, in sort order (one query per type + 1)."""
+        found: list[str] = []
+        remaining = list(ID_TYPES)
+        while remaining:
+            query = {"_id": {"$type": remaining}}
+            first = coll.find(query, {"_id": 1}).sort("_id", 1).limit(1).to_list()
+            if not first:
+                break
+            kind = id_type(first[0]["_id"])
+            found.append(kind)
+            remaining = remaining[remaining.index(kind) + 1 :] if kind in remaining else []
+        return found
+
+    def _split_vector(self, namespace: str, wanted: int) -> list[Any] | None:
+        """``splitVector``'s split points, or None when not asked for or not allowed."""
+        if not self._options.split_vector:
+            return None
+        state = self._namespaces[namespace]
+        per_segment = max(1, math.ceil((state.estimated or 0) / wanted))
+        try:
+            result = self._client.admin.command(
+                "splitVector", namespace, keyPattern={"_id": 1}, maxChunkObjects=per_segment
+            )
+        except OperationFailure as e:
+            self._log.info(
+                "gtom: splitVector unavailable for %s (%s); splitting with $bucketAuto",
+                namespace,
+                describe(e),
+            )
+            return None
+        return [key["_id"] for key in result.get("splitKeys", [])]
+
+    def _boundaries(self, coll: Any, kind: str, wanted: int) -> list[Any]:
+        """Split points of one ``_id`` type: ``$bucketAuto``, else ``$sample``, else none."""
+        match = {"$match": {"_id": {"$type": kind}}}
+        try:
+            buckets = (
+                coll.aggregate(
+                    [match, {"$bucketAuto": {"groupBy": "$_id", "buckets": wanted}}],
+                    allowDiskUse=True,
+                )
+            ).to_list()
+            return [bucket["_id"]["min"] for bucket in buckets[1:]]
+        except OperationFailure as e:
+            self._log.info("gtom: $bucketAuto failed on %s (%s)", coll.full_name, describe(e))
+        try:
+            sample = (
+                coll.aggregate(
+                    [
+                        match,
+                        {"$sample": {"size": wanted * SAMPLES_PER_SEGMENT}},
+                        {"$project": {"_id": 1}},
+                    ]
+                )
+            ).to_list()
+            return boundaries_from_sample(kind, [d["_id"] for d in sample], wanted)
+        except OperationFailure as e:
+            self._log.info(
+                "gtom: $sample failed on %s (%s); one segment", coll.full_name, describe(e)
+            )
+        return []
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read(self, segment: Segment) -> None:
+        what = f"the direct read of {segment.namespace}"
+        self._retrying(what, lambda: self._read_rest(segment))
+
+    def _read_rest(self, segment: Segment) -> None:
+        """Read what ``segment`` still lacks; the position moves after each put."""
+        options = self._options
+        ns = segment.namespace
+        db_name, _, coll_name = ns.partition(".")
+        coll = self._client[db_name][coll_name]
+        raw = options.unmarshal is not None
+        if raw:
+            coll = coll.with_options(
+                codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
+            )
+        decode: CodecOptions[dict[str, Any]] = self._client.codec_options.with_options(
+            document_class=dict
+        )
+        stages = call_user("pipe", options.pipe, ns, False) if options.pipe is not None else None
+        cursor: Any
+        if stages:
+            pipeline = [{"$match": segment.query()}, {"$sort": {"_id": 1}}, *stages]
+            cursor = coll.aggregate(pipeline, allowDiskUse=options.pipe_allow_disk)
+        else:
+            cursor = coll.find(segment.query(), sort=[("_id", 1)])
+        try:
+            while not self._halt.is_set():
+                documents = cursor.to_list(MAX_PUT)
+                if not documents:
+                    with self._lock:
+                        segment.done = True
+                    return
+                # Each chunk enters the queue whole, then the position moves past it: a
+                # checkpoint taken once the queue is drained is exact.
+                chunk = max(1, min(MAX_PUT, self._op_c.maxsize))
+                for start in range(0, len(documents), chunk):
+                    part = documents[start : start + chunk]
+                    if "_id" not in part[-1]:
+                        raise ConfigurationError(
+                            f"the pipeline for direct reads of {ns} (from pipe) removed _id: "
+                            f"gtom needs it to resume a read; keep _id"
+                        )
+                    ops = self._ops(ns, part, decode if raw else None)
+                    if ops and not self._op_c.put_many(ops, self.lane, atomic=True):
+                        raise QueueClosed
+                    with self._lock:
+                        segment.advance(part[-1]["_id"], len(ops))
+        finally:
+            cursor.close()
+
+    def _ops(self, ns: str, documents: list[Any], decode: Any) -> list[Op]:
+        options = self._options
+        ns_filter, keep, unmarshal = options.namespace_filter, options.filter, options.unmarshal
+        ops = []
+        for document in documents:
+            op = Op("i", ns, id=document.get("_id"), source=Source.DIRECT_READ)
+            if ns_filter is not None and not call_user("namespace_filter", ns_filter, op):
+                continue
+            if decode is not None and unmarshal is not None:
+                op.data = bson.decode(document.raw, decode)
+                op.id = op.data.get("_id")
+                op.doc = call_user("unmarshal", unmarshal, ns, document)
+            else:
+                op.data = document
+            if keep is None or call_user("filter", keep, op):
+                ops.append(op)
+        return ops

@@ -1,0 +1,108 @@
+"""Direct reads under faults, counting documents; resuming a copy in a new process."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson import json_util
+
+import gtom
+from tests._async._tcompat import in_thread
+from tests._async.helpers import collect
+from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def copy(*namespaces: str, **kwargs: Any) -> gtom.Options:
+    """Options that only read ``namespaces`` whole (no tailing)."""
+    return gtom.Options(oplog_disabled=True, direct_read_ns=list(namespaces), **kwargs)
+
+
+def assert_each_once(ids: list[Any], expected: list[Any]) -> None:
+    assert len(ids) == len(set(ids)), "a document was delivered twice"
+    assert sorted(ids) == sorted(expected)
+
+
+@pytest.mark.failpoints
+@pytest.mark.parametrize(
+    "failure",
+    [
+        {"error_code": 91},  # ShutdownInProgress
+        {"error_code": 6},  # HostUnreachable
+        {"close_connection": True},
+    ],
+    ids=["shutdown", "host-unreachable", "connection-closed"],
+)
+@pytest.mark.parametrize("commands", [["find"], ["getMore"], ["aggregate", "find"]])
+async def test_failing_reads_lose_and_repeat_no_document(
+    server: TestServer,
+    async_client: Any,
+    db_name: str,
+    commands: list[str],
+    failure: dict[str, Any],
+) -> None:
+    await async_client[db_name].c.insert_many([{"_id": i} for i in range(3000)])
+    options = copy(f"{db_name}.c", direct_read_split_max=2, channel_size=50)
+    with server.fail_command(commands, times=4, **failure):
+        async with await gtom.start_async(async_client, options) as ctx:
+            ops = [op async for op in ctx]
+            errors = ctx.err_c.qsize()
+    assert_each_once([op.id for op in ops], list(range(3000)))
+    assert errors >= 1 or "getMore" in commands  # a getMore may come after the failures ran out
+
+
+@PYMONGO_ASYNC_SOCKET_LEAK
+@pytest.mark.restarts_server
+async def test_a_server_restart_mid_copy_loses_and_repeats_nothing(
+    server: TestServer, db_name: str
+) -> None:
+    if not server.embedded:
+        pytest.skip("an external MongoDB cannot be restarted by the tests")
+    client: Any = server.async_client(serverSelectionTimeoutMS=30_000)
+    try:
+        await client[db_name].c.insert_many([{"_id": i} for i in range(3000)])
+        options = copy(f"{db_name}.c", direct_read_split_max=2, channel_size=20)
+        async with await gtom.start_async(client, options) as ctx:
+            first = await collect(ctx, 500)  # the readers wait on a full queue meanwhile
+            await in_thread(lambda: server.restart(down_for=0.5))
+            rest = [op async for op in ctx]
+        assert_each_once([op.id for op in first + rest], list(range(3000)))
+    finally:
+        await client.close()
+        gc.collect()
+
+
+async def test_a_checkpointed_copy_is_finished_by_a_new_process(
+    server: TestServer, async_client: Any, db_name: str
+) -> None:
+    ns = f"{db_name}.c"
+    await async_client[db_name].c.insert_many([{"_id": i} for i in range(3000)])
+    options = copy(ns, direct_read_split_max=2, channel_size=50)
+    ctx = await gtom.start_async(async_client, options)
+    first = await collect(ctx, 1000)
+    await ctx.stop()
+    first += [op async for op in ctx]  # what was queued when it stopped is handled too
+    checkpoint = ctx.direct_read_checkpoint()
+    assert not ctx.direct_read_progress()[ns].done
+    args = [sys.executable, "-m", "tests.copy_child", server.uri, ns, json_util.dumps(checkpoint)]
+    done = await in_thread(
+        lambda: subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    )
+    assert done.returncode == 0, done.stderr
+    rest = [json_util.loads(line)["id"] for line in done.stdout.splitlines()]
+    assert_each_once([op.id for op in first] + rest, list(range(3000)))
+
+
+async def test_a_checkpoint_of_another_shape_is_a_configuration_error(
+    async_client: Any, db_name: str
+) -> None:
+    ns = f"{db_name}.c"
+    bad = {ns: {"segments": [{"id_type": "number"}]}}
+    with pytest.raises(gtom.ConfigurationError, match="not a saved direct read segment"):
+        await gtom.start_async(async_client, copy(ns, direct_read_resume=bad))
