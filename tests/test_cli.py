@@ -124,6 +124,40 @@ def test_tail_change_streams_prints_events_with_their_stream_and_token(
     assert first["namespace"] == f"{db_name}.before" and first["id"] == 0
 
 
+def test_direct_read_alone_copies_and_exits(server: TestServer, client: Any, db_name: str) -> None:
+    client[db_name].c.insert_many([{"_id": i} for i in range(250)])
+    result = run("tail", "--uri", server.uri, "--direct-read", f"{db_name}.c", "--no-tail")
+    assert result.returncode == 0, result.stderr
+    lines = [json_util.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(line["id"] for line in lines) == list(range(250))
+    assert {line["source"] for line in lines} == {"direct_read"}
+    assert f"copy done: {db_name}.c 250/~250 (100%)" in result.stderr
+
+
+def test_direct_read_then_tailing(server: TestServer, client: Any, db_name: str) -> None:
+    client[db_name].c.insert_many([{"_id": i} for i in range(20)])
+    tail = Tail("--uri", server.uri, "--direct-read", f"{db_name}.c", "--ns", f"{db_name}.c")
+    try:
+        copied = tail.lines(20)
+        client[db_name].c.insert_one({"_id": "new"})
+        client[db_name].other.insert_one({"_id": "not followed"})
+        (new,) = tail.lines(1)
+        assert tail.stop() == 0
+    finally:
+        tail.close()
+    assert sorted(line["id"] for line in copied) == list(range(20))
+    assert (new["id"], new["source"]) == ("new", "oplog")
+
+
+def test_no_tail_without_direct_read_is_one_line_and_exit_2() -> None:
+    assert_one_line_error(run("tail", "--no-tail"), "--no-tail needs --direct-read")
+
+
+def test_bad_direct_read_namespace_is_one_line_and_exit_2(server: TestServer) -> None:
+    result = run("tail", "--uri", server.uri, "--direct-read", "nodot")
+    assert_one_line_error(result, "direct_read_ns entries must look like 'db.collection'")
+
+
 def test_bad_change_stream_namespace_is_one_line_and_exit_2(server: TestServer) -> None:
     result = run("tail", "--uri", server.uri, "--change-streams", "--ns", "a..b")
     assert_one_line_error(result, "change_stream_ns entries must be")

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import io
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,43 @@ def test_the_change_stream_example_prints_the_insert_and_keeps_its_token(
     namespace["client"].close()
     assert out.getvalue().splitlines() == ["shop.orders i milk"]
     assert "_data" in namespace["saved"]["shop.orders"]
+
+
+class _ExampleDoneError(Exception):
+    pass
+
+
+def test_the_seed_example_copies_test_test_then_follows_its_changes(server: TestServer) -> None:
+    example = python_blocks()[3]
+    assert "direct_read_ns" in example and EXAMPLE_URI in example
+    admin = server.client()
+    admin.test.test.drop()
+    admin.test.test.insert_many([{"_id": 1}, {"_id": 2}])
+    printed: list[str] = []
+
+    def fake_print(*args: Any, **kwargs: Any) -> None:
+        printed.append(" ".join(map(str, args)))
+        if "change_stream" in printed[-1]:
+            raise _ExampleDoneError
+
+    namespace: dict[str, Any] = {"print": fake_print}
+    code = compile(example.replace(EXAMPLE_URI, server.uri), "README.md", "exec")
+
+    def run() -> None:
+        with contextlib.suppress(_ExampleDoneError):
+            exec(code, namespace)
+        namespace["client"].close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(printed) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        admin.test.test.insert_one({"_id": 3})
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    finally:
+        admin.close()
+    assert sorted(printed[:2]) == ["got op i 1 from direct_read", "got op i 2 from direct_read"]
+    assert printed[2:] == ["got op i 3 from change_stream"]

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, NoReturn, TextIO
@@ -64,6 +65,18 @@ def _parse_after(text: str) -> Callable[[Any, gtom.Options], Timestamp] | None:
     return lambda client, options: ts
 
 
+def _tail_filter(namespaces: Sequence[str]) -> Callable[[Op], bool] | None:
+    """``--ns`` for the oplog; copies (``--direct-read``) are what was asked for already."""
+    keep = _namespace_filter(namespaces)
+    if keep is None:
+        return None
+
+    def tail_only(op: Op) -> bool:
+        return op.source is gtom.Source.DIRECT_READ or keep(op)
+
+    return tail_only
+
+
 def _namespace_filter(namespaces: Sequence[str]) -> Callable[[Op], bool] | None:
     if not namespaces:
         return None
@@ -113,6 +126,19 @@ def _build_parser() -> _Parser:
         "database), or one for the whole deployment; works through mongos",
     )
     tail.add_argument(
+        "--direct-read",
+        action="append",
+        default=[],
+        metavar="DB.COLL",
+        help="first copy this collection or view whole (repeatable); tailing starts from before "
+        "the copy, so nothing written meanwhile is missed",
+    )
+    tail.add_argument(
+        "--no-tail",
+        action="store_true",
+        help="with --direct-read: copy, then exit instead of tailing",
+    )
+    tail.add_argument(
         "--after",
         default="now",
         metavar="WHEN",
@@ -147,12 +173,18 @@ def tail(
     """Print ``client``'s changes to ``out`` until interrupted (SIGINT/SIGTERM) or a fatal error."""
     ctx = gtom.start(client, options)
     _stop_on_signals(ctx)
-    if options.oplog_disabled:
+    if options.change_stream_ns:
         streams = ", ".join(ns or "(whole deployment)" for ns in options.change_stream_ns)
-        source = f"change streams of {streams}"
+        doing = f"tailing change streams of {streams}"
+    elif not options.oplog_disabled:
+        doing = "tailing the oplog"
     else:
-        source = "the oplog"
-    print(f"gtom: tailing {source}; stop with Ctrl-C", file=sys.stderr, flush=True)
+        doing = ""
+    if options.direct_read_ns:
+        copying = f"copying {', '.join(options.direct_read_ns)}"
+        doing = f"{copying}, then {doing}" if doing else copying
+        threading.Thread(target=_report_copy, args=(ctx,), daemon=True).start()
+    print(f"gtom: {doing}; stop with Ctrl-C", file=sys.stderr, flush=True)
     write = out.write
     try:
         for op in ctx:
@@ -165,6 +197,29 @@ def tail(
     return EXIT_OK
 
 
+def _report_copy(ctx: gtom.OpCtx) -> None:
+    """Show the copy's progress on a terminal (stderr), and say when it is done."""
+    tty = sys.stderr.isatty()
+    while not ctx.wait_for_direct_reads(timeout=0.5):
+        if ctx.stopped:
+            return
+        if tty:
+            print(f"\r\x1b[Kgtom: {_progress_line(ctx)}", end="", file=sys.stderr, flush=True)
+    end = "\r\x1b[K" if tty else ""
+    print(f"{end}gtom: copy done: {_progress_line(ctx)}", file=sys.stderr, flush=True)
+
+
+def _progress_line(ctx: gtom.OpCtx) -> str:
+    parts = []
+    for ns, progress in ctx.direct_read_progress().items():
+        if progress.estimated_total:
+            share = min(100, 100 * progress.read // max(1, progress.estimated_total))
+            parts.append(f"{ns} {progress.read:,}/~{progress.estimated_total:,} ({share}%)")
+        else:
+            parts.append(f"{ns} {progress.read:,}")
+    return ", ".join(parts)
+
+
 def _stop_on_signals(ctx: gtom.OpCtx) -> None:
     def stop(signum: int, frame: FrameType | None) -> None:
         ctx.stop()
@@ -175,12 +230,17 @@ def _stop_on_signals(ctx: gtom.OpCtx) -> None:
 
 def _run_tail(args: argparse.Namespace) -> int:
     after = _parse_after(args.after)
-    if args.change_streams:
-        options = gtom.Options(
+    if args.no_tail and not args.direct_read:
+        raise UsageError("--no-tail needs --direct-read (there would be nothing to do)")
+    copy = gtom.Options(direct_read_ns=list(args.direct_read))
+    if args.no_tail:
+        options = copy.replace(oplog_disabled=True)
+    elif args.change_streams:
+        options = copy.replace(
             oplog_disabled=True, change_stream_ns=list(args.ns) or [""], after=after
         )
     else:
-        options = gtom.Options(namespace_filter=_namespace_filter(args.ns), after=after)
+        options = copy.replace(namespace_filter=_tail_filter(args.ns), after=after)
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be a number of seconds > 0, got {args.timeout}")
     try:
