@@ -30,43 +30,52 @@ from bson.min_key import MinKey
 from gtom._errors import ConfigurationError
 
 __all__ = [
+    "BRACKETS",
     "ID_TYPES",
     "DirectReadProgress",
     "Segment",
     "boundaries_from_sample",
     "id_type",
+    "later_aliases",
     "pick_boundaries",
     "segments_for",
 ]
 
-#: Every BSON type an ``_id`` can have, by its ``$type`` alias, in MongoDB's sort order.
-#: "number" covers int, long, double and decimal, which compare with each other.
-ID_TYPES: tuple[str, ...] = (
-    "minKey",
-    "null",
-    "undefined",
-    "number",
-    "symbol",
-    "string",
-    "object",
-    "binData",
-    "objectId",
-    "bool",
-    "date",
-    "timestamp",
-    "regex",
-    "dbPointer",
-    "javascript",
-    "javascriptWithScope",
-    "maxKey",
-)
+#: The BSON types an ``_id`` can have, grouped as MongoDB compares them ("brackets"), in its
+#: sort order, each with the ``$type`` aliases it covers. Range operators match only values of
+#: their bound's bracket: ``{$lt: 5}`` never matches a string.
+BRACKETS: dict[str, tuple[str, ...]] = {
+    "minKey": ("minKey",),
+    "null": ("undefined", "null"),  # pymongo decodes both as None
+    "number": ("number",),  # int, long, double, decimal
+    "string": ("string", "symbol"),  # pymongo decodes both as str
+    "object": ("object",),
+    "binData": ("binData",),
+    "objectId": ("objectId",),
+    "bool": ("bool",),
+    "date": ("date",),
+    "timestamp": ("timestamp",),
+    "regex": ("regex",),
+    "dbPointer": ("dbPointer",),
+    "javascript": ("javascript",),
+    "javascriptWithScope": ("javascriptWithScope",),
+    "maxKey": ("maxKey",),
+}
+ID_TYPES: tuple[str, ...] = tuple(BRACKETS)
+
+
+def later_aliases(kind: str) -> list[str]:
+    """The ``$type`` aliases of every bracket sorting after ``kind``'s."""
+    names = list(BRACKETS)
+    return [alias for name in names[names.index(kind) + 1 :] for alias in BRACKETS[name]]
+
 
 #: Types whose values Python orders the way MongoDB does (used to place sampled boundaries).
 _ORDERABLE = frozenset({"number", "string", "objectId", "date"})
 
 
 def id_type(value: Any) -> str:
-    """The ``$type`` alias of an ``_id`` value as pymongo decodes it."""
+    """The bracket (see `BRACKETS`) of an ``_id`` value as pymongo decodes it."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -118,16 +127,27 @@ class Segment:
     paged: bool = field(default=True)
 
     def query(self) -> dict[str, Any]:
-        """The filter selecting what this segment still has to read."""
+        """The filter selecting what this segment still has to read.
+
+        Bounds alone select their bracket (type bracketing), so ``$type`` is only needed for a
+        type's unbounded segment; a segment of every type (``id_type`` None) resumes with
+        "greater in its bracket, or of a later bracket".
+        """
         if self.id_type is None:
-            return {}
-        condition: dict[str, Any] = {"$type": self.id_type}
+            if not self.started:
+                return {}
+            later = later_aliases(id_type(self.after))
+            after = {"_id": {"$gt": self.after}}
+            return {"$or": [after, {"_id": {"$type": later}}]} if later else after
+        condition: dict[str, Any] = {}
         if self.started:
             condition["$gt"] = self.after
         elif self.lower is not None:
             condition["$gte"] = self.lower
         if self.upper is not None:
             condition["$lt"] = self.upper
+        if not condition:
+            condition["$type"] = list(BRACKETS[self.id_type])
         return {"_id": condition}
 
     def advance(self, last_id: Any, count: int) -> None:

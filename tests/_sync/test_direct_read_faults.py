@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import json_util
+from bson import ObjectId, json_util
 
 import gtom
 from tests._sync._tcompat import in_thread
@@ -27,7 +27,7 @@ def copy(*namespaces: str, **kwargs: Any) -> gtom.Options:
 
 def assert_each_once(ids: list[Any], expected: list[Any]) -> None:
     assert len(ids) == len(set(ids)), "a document was delivered twice"
-    assert sorted(ids) == sorted(expected)
+    assert sorted(map(repr, ids)) == sorted(map(repr, expected))
 
 
 @pytest.mark.failpoints
@@ -56,6 +56,25 @@ def test_failing_reads_lose_and_repeat_no_document(
             errors = ctx.err_c.qsize()
     assert_each_once([op.id for op in ops], list(range(3000)))
     assert errors >= 1 or "getMore" in commands  # a getMore may come after the failures ran out
+
+
+@pytest.mark.failpoints
+def test_an_unsplit_copy_of_mixed_ids_resumes_into_the_later_types(
+    server: TestServer, client: Any, db_name: str
+) -> None:
+    ids: list[Any] = [
+        *range(400),
+        *(f"s{i}" for i in range(400)),
+        *(ObjectId() for _ in range(400)),
+    ]
+    client[db_name].c.insert_many([{"_id": i} for i in ids])
+    options = copy(f"{db_name}.c", direct_read_split_max=0, channel_size=50)
+    with server.fail_command(["getMore"], error_code=6, times=3):
+        with gtom.start(client, options) as ctx:
+            ops = [op for op in ctx]
+            errors = ctx.err_c.qsize()
+    assert_each_once([op.id for op in ops], ids)
+    assert errors >= 1
 
 
 @PYMONGO_ASYNC_SOCKET_LEAK

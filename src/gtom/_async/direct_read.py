@@ -32,11 +32,12 @@ from gtom._op import Op, Source
 from gtom._options import Options
 from gtom._retry import describe, is_transient, translate
 from gtom._segments import (
-    ID_TYPES,
+    BRACKETS,
     DirectReadProgress,
     Segment,
     boundaries_from_sample,
     id_type,
+    later_aliases,
     pick_boundaries,
     segments_for,
 )
@@ -235,15 +236,17 @@ class DirectReads:
         infos = await (await db.list_collections(filter={"name": coll_name})).to_list()
         view = bool(infos) and infos[0].get("type") == "view"
         coll = db[coll_name]
-        types = await self._id_types(coll)
         if view:
             state.estimated = None
-            return [Segment(state.namespace, kind) for kind in types]
+            return [Segment(state.namespace, None)]  # every _id type, in _id order
         state.estimated = await coll.estimated_document_count()
         wanted = min(
             self._options.direct_read_split_max + 1,
             max(1, math.ceil(state.estimated / MIN_SEGMENT_DOCS)),
         )
+        if wanted == 1:
+            return [Segment(state.namespace, None)]
+        types = await self._id_types(coll)
         vector = await self._split_vector(state.namespace, wanted) if wanted > 1 else None
         segments: list[Segment] = []
         for kind in types:
@@ -258,18 +261,25 @@ class DirectReads:
         return segments
 
     async def _id_types(self, coll: Any) -> list[str]:
-        """The BSON types of the collection's ``_id``s, in sort order (one query per type + 1)."""
-        found: list[str] = []
-        remaining = list(ID_TYPES)
-        while remaining:
-            query = {"_id": {"$type": remaining}}
-            first = await coll.find(query, {"_id": 1}).sort("_id", 1).limit(1).to_list()
-            if not first:
+        """The brackets of the collection's ``_id``s, in sort order.
+
+        The smallest and the largest ``_id`` say it when they share a bracket (the usual case);
+        otherwise one more query per bracket in between walks the ``_id`` index.
+        """
+        ends = []
+        for direction in (1, -1):
+            found = await coll.find({}, {"_id": 1}).sort("_id", direction).limit(1).to_list()
+            if not found:
+                return []
+            ends.append(id_type(found[0]["_id"]))
+        kinds = [ends[0]]
+        while kinds[-1] != ends[1]:
+            query = {"_id": {"$type": later_aliases(kinds[-1])}}
+            found = await coll.find(query, {"_id": 1}).sort("_id", 1).limit(1).to_list()
+            if not found:
                 break
-            kind = id_type(first[0]["_id"])
-            found.append(kind)
-            remaining = remaining[remaining.index(kind) + 1 :] if kind in remaining else []
-        return found
+            kinds.append(id_type(found[0]["_id"]))
+        return kinds
 
     async def _split_vector(self, namespace: str, wanted: int) -> list[Any] | None:
         """``splitVector``'s split points, or None when not asked for or not allowed."""
@@ -292,7 +302,7 @@ class DirectReads:
 
     async def _boundaries(self, coll: Any, kind: str, wanted: int) -> list[Any]:
         """Split points of one ``_id`` type: ``$bucketAuto``, else ``$sample``, else none."""
-        match = {"$match": {"_id": {"$type": kind}}}
+        match = {"$match": {"_id": {"$type": list(BRACKETS[kind])}}}
         try:
             buckets = await (
                 await coll.aggregate(
