@@ -20,12 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bson import Decimal128, Int64, ObjectId, Regex, Timestamp
-from bson.binary import Binary
-from bson.code import Code
-from bson.dbref import DBRef
-from bson.max_key import MaxKey
-from bson.min_key import MinKey
+import bson
+from bson import Decimal128, ObjectId
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
 from gtom._errors import ConfigurationError
 
@@ -36,6 +33,7 @@ __all__ = [
     "Segment",
     "boundaries_from_sample",
     "id_type",
+    "is_nan",
     "later_aliases",
     "pick_boundaries",
     "segments_for",
@@ -74,37 +72,58 @@ def later_aliases(kind: str) -> list[str]:
 _ORDERABLE = frozenset({"number", "string", "objectId", "date"})
 
 
-def id_type(value: Any) -> str:
-    """The bracket (see `BRACKETS`) of an ``_id`` value as pymongo decodes it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float, Int64, Decimal128)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, ObjectId):
-        return "objectId"
-    if isinstance(value, datetime.datetime):
-        return "date"
-    if isinstance(value, Timestamp):
-        return "timestamp"
-    if isinstance(value, (bytes, Binary)):
-        return "binData"
-    if isinstance(value, Regex):
-        return "regex"
-    if isinstance(value, Code):
-        return "javascriptWithScope" if value.scope is not None else "javascript"
-    if isinstance(value, DBRef):
-        return "object"  # a DBRef is stored as an embedded document
-    if isinstance(value, MinKey):
-        return "minKey"
-    if isinstance(value, MaxKey):
-        return "maxKey"
-    if isinstance(value, Mapping):
-        return "object"
-    raise ConfigurationError(f"an _id of type {type(value).__name__} cannot be a range bound")
+#: BSON element type byte -> bracket.
+_TYPE_BYTES = {
+    0x01: "number",
+    0x02: "string",
+    0x03: "object",
+    0x05: "binData",
+    0x06: "null",  # undefined
+    0x07: "objectId",
+    0x08: "bool",
+    0x09: "date",
+    0x0A: "null",
+    0x0B: "regex",
+    0x0C: "dbPointer",
+    0x0D: "javascript",
+    0x0E: "string",  # symbol
+    0x0F: "javascriptWithScope",
+    0x10: "number",
+    0x11: "timestamp",
+    0x12: "number",
+    0x13: "number",
+    0xFF: "minKey",
+    0x7F: "maxKey",
+}
+
+
+def id_type(value: Any, codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS) -> str:
+    """The bracket (see `BRACKETS`) of an ``_id`` value, from the BSON type it encodes to.
+
+    Pass the client's ``codec_options`` for values it decodes specially (UUIDs, custom types).
+    """
+    try:
+        encoded = bson.encode({"": value}, codec_options=codec_options)
+    except (bson.InvalidDocument, ValueError, TypeError, OverflowError) as e:
+        raise ConfigurationError(
+            f"an _id of type {type(value).__name__} cannot be encoded with the client's codec "
+            f"options: {e}"
+        ) from e
+    kind = _TYPE_BYTES.get(encoded[4])
+    if kind is None:
+        raise ConfigurationError(f"an _id cannot be of BSON type {encoded[4]:#x}")
+    return kind
+
+
+def is_nan(value: Any) -> bool:
+    """Whether a number is NaN (it sorts first but matches no comparison in MongoDB)."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, Decimal128) and value.to_decimal().is_nan()
+
+
+#: A filter matching nothing.
+_NOTHING: dict[str, Any] = {"_id": {"$in": []}}
 
 
 @dataclass
@@ -123,36 +142,58 @@ class Segment:
     started: bool = False
     done: bool = False
     count: int = 0
-    #: A view without usable ``_id`` order is read in one unpaged pass (id_type None).
+    #: The bracket of ``after``.
+    after_type: str = "minKey"
+    #: Kept for checkpoints written by earlier versions.
     paged: bool = field(default=True)
 
     def query(self) -> dict[str, Any]:
         """The filter selecting what this segment still has to read.
 
-        Bounds alone select their bracket (type bracketing), so ``$type`` is only needed for a
-        type's unbounded segment; a segment of every type (``id_type`` None) resumes with
-        "greater in its bracket, or of a later bracket".
+        A typed segment is ``{$type: its bracket}`` within its bounds; once started, strictly
+        after ``after``. A segment of every type (``id_type`` None) resumes with "after it in its
+        bracket, or of a later bracket". NaN sorts first in the number bracket but matches no
+        comparison, so the first number segment asks for it by name and reading past it uses
+        ``$gte: -Infinity``; ``$gt`` of MinKey would match everything, so it is never used.
         """
         if self.id_type is None:
             if not self.started:
                 return {}
-            later = later_aliases(id_type(self.after))
-            after = {"_id": {"$gt": self.after}}
-            return {"$or": [after, {"_id": {"$type": later}}]} if later else after
-        condition: dict[str, Any] = {}
+            clauses = []
+            rest = self._after()
+            if rest is not None:
+                clauses.append({"_id": {**rest, "$type": list(BRACKETS[self.after_type])}})
+            later = later_aliases(self.after_type)
+            if later:
+                clauses.append({"_id": {"$type": later}})
+            if not clauses:
+                return dict(_NOTHING)
+            return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+        condition: dict[str, Any] = {"$type": list(BRACKETS[self.id_type])}
         if self.started:
-            condition["$gt"] = self.after
+            rest = self._after()
+            if rest is None:
+                return dict(_NOTHING)
+            condition.update(rest)
         elif self.lower is not None:
             condition["$gte"] = self.lower
         if self.upper is not None:
             condition["$lt"] = self.upper
-        if not condition:
-            condition["$type"] = list(BRACKETS[self.id_type])
+        if self.id_type == "number" and self.lower is None and not self.started and self.upper:
+            return {"$or": [{"_id": condition}, {"_id": math.nan}]}
         return {"_id": condition}
 
-    def advance(self, last_id: Any, count: int) -> None:
-        """Record that ``count`` more documents were queued, the last with ``_id`` ``last_id``."""
-        self.after, self.started = last_id, True
+    def _after(self) -> dict[str, Any] | None:
+        """After ``after`` within its bracket; None when its bracket holds nothing more."""
+        if self.after_type in ("minKey", "maxKey", "null"):
+            return None  # one value each (null and undefined compare equal)
+        if is_nan(self.after):
+            return {"$gte": -math.inf}
+        return {"$gt": self.after}
+
+    def advance(self, last_id: Any, count: int, kind: str) -> None:
+        """Record ``count`` more documents queued, the last with ``_id`` ``last_id`` of ``kind``."""
+        self.after, self.after_type, self.started = last_id, kind, True
         self.count += count
 
     def to_document(self) -> dict[str, Any]:
@@ -166,6 +207,7 @@ class Segment:
             "started": self.started,
             "done": self.done,
             "count": self.count,
+            "after_type": self.after_type,
             "paged": self.paged,
         }
 
@@ -182,12 +224,14 @@ class Segment:
                 started=bool(document.get("started", False)),
                 done=bool(document.get("done", False)),
                 count=int(document.get("count", 0)),
+                after_type=str(document.get("after_type", "minKey")),
                 paged=bool(document.get("paged", True)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigurationError(f"not a saved direct read segment: {document!r}") from e
-        if segment.id_type is not None and segment.id_type not in ID_TYPES:
-            raise ConfigurationError(f"unknown _id type in a saved segment: {segment.id_type!r}")
+        for kind in (segment.id_type, segment.after_type):
+            if kind is not None and kind not in ID_TYPES:
+                raise ConfigurationError(f"unknown _id type in a saved segment: {kind!r}")
         return segment
 
 
@@ -224,11 +268,21 @@ def pick_boundaries(candidates: Sequence[Any], segments: int) -> list[Any]:
     return [candidates[i] for i in indexes]
 
 
-def boundaries_from_sample(kind: str, sample: Sequence[Any], segments: int) -> list[Any]:
+def boundaries_from_sample(
+    kind: str,
+    sample: Sequence[Any],
+    segments: int,
+    codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
+) -> list[Any]:
     """Boundaries from a random sample of ``_id``s of one type (none if Python cannot order it)."""
     if kind not in _ORDERABLE:
         return []
-    values = sorted((v for v in sample if id_type(v) == kind and v == v), key=_key)  # no NaN
+    of_kind = [v for v in sample if id_type(v, codec_options) == kind and not is_nan(v)]
+    if not all(
+        isinstance(v, (int, float, Decimal128, str, ObjectId, datetime.datetime)) for v in of_kind
+    ):
+        return []  # e.g. UUIDs decoded as such: not ordered like MongoDB orders them
+    values = sorted(of_kind, key=_key)
     distinct = [v for i, v in enumerate(values) if i == 0 or _key(v) != _key(values[i - 1])]
     return pick_boundaries(distinct, segments)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gc
+import math
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import ObjectId, json_util
+from bson import MaxKey, MinKey, ObjectId, json_util
 
 import gtom
 from tests._async._tcompat import in_thread
@@ -125,3 +127,38 @@ async def test_a_checkpoint_of_another_shape_is_a_configuration_error(
     bad = {ns: {"segments": [{"id_type": "number"}]}}
     with pytest.raises(gtom.ConfigurationError, match="not a saved direct read segment"):
         await gtom.start_async(async_client, copy(ns, direct_read_resume=bad))
+
+
+@pytest.mark.parametrize("consumed", [1, 2, 3, 10, 53])
+async def test_a_checkpoint_after_edge_values_resumes_exactly(
+    async_client: Any, db_name: str, consumed: int
+) -> None:
+    # MinKey sorts first and `$gt: MinKey` matches everything; NaN sorts first among numbers
+    # and matches no comparison: resuming right after either must neither repeat nor skip.
+    ids: list[Any] = [MinKey(), None, math.nan, *range(50), "s", MaxKey()]
+    await async_client[db_name].c.insert_many([{"_id": i} for i in ids])
+    ns = f"{db_name}.c"
+    ctx = await gtom.start_async(async_client, copy(ns, direct_read_split_max=0, channel_size=1))
+    first = await collect(ctx, consumed)
+    await ctx.stop()
+    first += [op async for op in ctx]
+    checkpoint = ctx.direct_read_checkpoint()
+    options = copy(ns, direct_read_resume=checkpoint)
+    async with await gtom.start_async(async_client, options) as again:
+        rest = [op async for op in again]
+    assert_each_once([op.id for op in first + rest], ids)
+
+
+async def test_split_copies_keep_nan_and_uuid_ids(server: TestServer, db_name: str) -> None:
+    client: Any = server.async_client(uuidRepresentation="standard")
+    try:
+        ids: list[Any] = [math.nan, *range(1500), *(uuid.uuid4() for _ in range(600))]
+        await client[db_name].c.insert_many([{"_id": i} for i in ids])
+        options = copy(f"{db_name}.c", direct_read_split_max=3)
+        async with await gtom.start_async(client, options) as ctx:
+            ops = [op async for op in ctx]
+            progress = ctx.direct_read_progress()[f"{db_name}.c"]
+        assert_each_once([op.id for op in ops], ids)
+        assert progress.segments == 8  # numbers and UUIDs, 4 segments each
+    finally:
+        await client.close()

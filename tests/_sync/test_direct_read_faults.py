@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import gc
+import math
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import ObjectId, json_util
+from bson import MaxKey, MinKey, ObjectId, json_util
 
 import gtom
 from tests._sync._tcompat import in_thread
@@ -124,3 +126,38 @@ def test_a_checkpoint_of_another_shape_is_a_configuration_error(client: Any, db_
     bad = {ns: {"segments": [{"id_type": "number"}]}}
     with pytest.raises(gtom.ConfigurationError, match="not a saved direct read segment"):
         gtom.start(client, copy(ns, direct_read_resume=bad))
+
+
+@pytest.mark.parametrize("consumed", [1, 2, 3, 10, 53])
+def test_a_checkpoint_after_edge_values_resumes_exactly(
+    client: Any, db_name: str, consumed: int
+) -> None:
+    # MinKey sorts first and `$gt: MinKey` matches everything; NaN sorts first among numbers
+    # and matches no comparison: resuming right after either must neither repeat nor skip.
+    ids: list[Any] = [MinKey(), None, math.nan, *range(50), "s", MaxKey()]
+    client[db_name].c.insert_many([{"_id": i} for i in ids])
+    ns = f"{db_name}.c"
+    ctx = gtom.start(client, copy(ns, direct_read_split_max=0, channel_size=1))
+    first = collect(ctx, consumed)
+    ctx.stop()
+    first += [op for op in ctx]
+    checkpoint = ctx.direct_read_checkpoint()
+    options = copy(ns, direct_read_resume=checkpoint)
+    with gtom.start(client, options) as again:
+        rest = [op for op in again]
+    assert_each_once([op.id for op in first + rest], ids)
+
+
+def test_split_copies_keep_nan_and_uuid_ids(server: TestServer, db_name: str) -> None:
+    client: Any = server.client(uuidRepresentation="standard")
+    try:
+        ids: list[Any] = [math.nan, *range(1500), *(uuid.uuid4() for _ in range(600))]
+        client[db_name].c.insert_many([{"_id": i} for i in ids])
+        options = copy(f"{db_name}.c", direct_read_split_max=3)
+        with gtom.start(client, options) as ctx:
+            ops = [op for op in ctx]
+            progress = ctx.direct_read_progress()[f"{db_name}.c"]
+        assert_each_once([op.id for op in ops], ids)
+        assert progress.segments == 8  # numbers and UUIDs, 4 segments each
+    finally:
+        client.close()

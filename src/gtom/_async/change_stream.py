@@ -252,6 +252,10 @@ class ChangeStreamFollower:
                 )
                 await sleep_until_set(delay, self._halt)
 
+    async def close(self) -> None:
+        """Close the stream, if open (`run` does it when it ends)."""
+        await self._close()
+
     async def _close(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
@@ -280,13 +284,6 @@ class ChangeStreamFollower:
             )
         stream = self._stream
         self._remember(_Read.of(stream, []))
-        if self._backoff.attempts:
-            self._log.warning(
-                "gtom: change stream %r recovered after %d failed attempts",
-                self.stream_id,
-                self._backoff.attempts,
-            )
-            self._backoff.reset()
         reader = self._reader = Prefetcher(f"gtom-stream-reader:{self.stream_id}")
         reader.start(lambda: read_batch(stream))
         while True:
@@ -294,20 +291,47 @@ class ChangeStreamFollower:
                 await self._close()  # a batch not queued is read again from the position
                 return
             read = await reader.result()
+            self._recovered()
             ended = bool(read.events) and is_invalidate(read.events[-1])
             if not ended and stream.alive:
                 reader.start(lambda: read_batch(stream))
-            ops = self._decode(read.events[:-1] if ended else read.events)
-            if ops and not await self._op_c.put_many(ops, self.lane):
+            if not await self._queue(read.events[:-1] if ended else read.events):
                 return
             if ended:
                 await self._close()
                 self.position = StreamPosition(token=read.events[-1]["_id"], start_after=True)
                 return
             self._remember(read)
-            if not stream.alive:
+            if not stream.alive:  # the server ended the cursor without an invalidate
                 await self._close()
+                await sleep_until_set(0.05, self._halt)
                 return
+
+    def _recovered(self) -> None:
+        """A read succeeded: the failures before it are over."""
+        if self._backoff.attempts:
+            self._log.warning(
+                "gtom: change stream %r recovered after %d failed attempts",
+                self.stream_id,
+                self._backoff.attempts,
+            )
+            self._backoff.reset()
+
+    async def _queue(self, events: list[Mapping[str, Any]]) -> bool:
+        """Queue the ops of ``events``; False when this follower's lane was cancelled.
+
+        Parts enter the queue whole and the position moves past each, so a checkpoint taken
+        once the queue is drained is exact.
+        """
+        size = max(1, min(MAX_PUT, self._op_c.maxsize))
+        for start in range(0, len(events), size):
+            part = events[start : start + size]
+            ops = self._decode(part)
+            if ops and not await self._op_c.put_many(ops, self.lane, atomic=True):
+                return False
+            if start + size < len(events):
+                self.position = StreamPosition(token=part[-1]["_id"])
+        return True
 
     def _decode(self, events: list[Mapping[str, Any]]) -> list[Op]:
         keep = self._options.filter

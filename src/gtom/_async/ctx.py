@@ -94,11 +94,22 @@ class AsyncOpCtx:
             if after is None:
                 after = await last_op_timestamp(client, options)
             self._start_tailer(OplogPosition(after, ALL))
+        direct = None
+        if options.direct_read_ns:  # made first: a bad checkpoint fails before anything opens
+            direct = DirectReads(
+                client,
+                options,
+                self.op_c,
+                self.err_c,
+                resume=options.direct_read_resume,
+                on_done=self._direct_reads_done,
+            )
         start_at = await self._stream_start(after) if options.change_stream_ns else None
         for stream_id in options.change_stream_ns:
             token = options.resume_tokens.get(stream_id)
             if token is not None:
-                position = StreamPosition(token=token)
+                # startAfter resumes after any token, an invalidate's too (resumeAfter refuses it)
+                position = StreamPosition(token=token, start_after=True)
             else:
                 position = StreamPosition(start_at=start_at)
             try:
@@ -108,16 +119,9 @@ class AsyncOpCtx:
                     classify_open_error(stream_id, token, e) or translate(e, "connecting")
                 ) from e
             self._start_follower(stream_id, position, stream)
-        if options.direct_read_ns:  # after every tailing position was taken: the hand-over
-            self._direct = DirectReads(
-                client,
-                options,
-                self.op_c,
-                self.err_c,
-                resume=options.direct_read_resume,
-                on_done=self._direct_reads_done,
-            )
-            self._workers += self._direct.start()
+        if direct is not None:  # after every tailing position was taken: the hand-over
+            self._direct = direct
+            self._workers += direct.start()
 
     def _direct_reads_done(self) -> None:
         self._tail_gate.set()
@@ -139,7 +143,10 @@ class AsyncOpCtx:
 
     def _start(self, name: str, job: _Job) -> None:
         async def run() -> None:
-            await self._tail_gate.wait()  # direct reads first
+            while not self._tail_gate.is_set():  # direct reads first
+                if self.op_c.closed:
+                    return  # stopped, or failed: never start
+                await self._tail_gate.wait(0.25)
             await job.run()
 
         worker = Worker(run, name=f"gtom-{name}")
@@ -162,10 +169,12 @@ class AsyncOpCtx:
         self._start(f"stream:{stream_id}", follower)
 
     @property
-    def resume_tokens(self) -> dict[str, Mapping[str, Any] | None]:
+    def resume_tokens(self) -> dict[str, Mapping[str, Any]]:
         """Each change stream's position (``change_stream_ns`` entry -> resume token).
 
-        The token follows the last event queued, or the server's post-batch token while idle.
+        The token follows the last event queued, or the server's post-batch token while idle. A
+        stream positioned by time (just after `since`, or started with ``after`` before its first
+        batch) has no token yet and is left out: save the ops' own ``resume_token`` then.
         Save it once ``op_c`` is drained (or save the ``resume_token`` of the last op you
         handled) and pass it back as ``Options.resume_tokens`` to continue exactly there.
         """
@@ -174,7 +183,7 @@ class AsyncOpCtx:
         return {
             job.stream_id: job.position.token
             for job, _ in jobs
-            if isinstance(job, ChangeStreamFollower)
+            if isinstance(job, ChangeStreamFollower) and job.position.token is not None
         }
 
     # -- receiving ops -------------------------------------------------------------------------
@@ -211,7 +220,7 @@ class AsyncOpCtx:
         """
         check_timestamp(ts, "since(ts)")
         with self._lock:
-            if self._stopped:
+            if self.stopped:
                 raise StoppedError("since() on a stopped context")
             for name, (job, worker) in list(self._jobs.items()):
                 self.op_c.cancel_lane(job.lane)
@@ -243,6 +252,12 @@ class AsyncOpCtx:
         deadline = time.monotonic() + STOP_TIMEOUT
         for worker in workers:
             await worker.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job, worker in jobs:
+            # A follower cancelled before it ran still holds the stream opened at start.
+            if isinstance(job, ChangeStreamFollower) and worker.done():
+                await job.close()
 
     @property
     def stopped(self) -> bool:

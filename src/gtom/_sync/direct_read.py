@@ -114,6 +114,7 @@ class DirectReads:
             self._units.extend(s for s in state.segments if not s.done)
         self._workers: list[Worker] = []
         self._on_done = on_done
+        self._ids_codec = client.codec_options
 
     # -- the context's view --------------------------------------------------------------------
 
@@ -127,7 +128,10 @@ class DirectReads:
         return self._workers
 
     def _finish(self) -> None:
-        self.done.set()
+        with self._lock:
+            if self.done.is_set():
+                return
+            self.done.set()
         if self._on_done is not None:
             self._on_done()
 
@@ -167,7 +171,7 @@ class DirectReads:
                     elif not self._busy:
                         break
                 if unit is None:  # another reader is planning: its segments may come
-                    sleep_until_set(0.01, self._halt)
+                    sleep_until_set(0.05, self._halt)
                     continue
                 try:
                     if isinstance(unit, Segment):
@@ -252,7 +256,7 @@ class DirectReads:
             boundaries: list[Any] = []
             if wanted > 1:
                 if vector is not None:
-                    points = [p for p in vector if id_type(p) == kind]
+                    points = [p for p in vector if id_type(p, self._ids_codec) == kind]
                     boundaries = pick_boundaries(points, wanted)
                 else:
                     boundaries = self._boundaries(coll, kind, wanted)
@@ -270,14 +274,14 @@ class DirectReads:
             found = coll.find({}, {"_id": 1}).sort("_id", direction).limit(1).to_list()
             if not found:
                 return []
-            ends.append(id_type(found[0]["_id"]))
+            ends.append(id_type(found[0]["_id"], self._ids_codec))
         kinds = [ends[0]]
         while kinds[-1] != ends[1]:
             query = {"_id": {"$type": later_aliases(kinds[-1])}}
             found = coll.find(query, {"_id": 1}).sort("_id", 1).limit(1).to_list()
             if not found:
                 break
-            kinds.append(id_type(found[0]["_id"]))
+            kinds.append(id_type(found[0]["_id"], self._ids_codec))
         return kinds
 
     def _split_vector(self, namespace: str, wanted: int) -> list[Any] | None:
@@ -287,11 +291,18 @@ class DirectReads:
         state = self._namespaces[namespace]
         per_segment = max(1, math.ceil((state.estimated or 0) / wanted))
         try:
+            # mongod wants a size limit too; a huge one lets the object count decide.
             result = self._client.admin.command(
-                "splitVector", namespace, keyPattern={"_id": 1}, maxChunkObjects=per_segment
+                "splitVector",
+                namespace,
+                keyPattern={"_id": 1},
+                maxChunkObjects=per_segment,
+                maxChunkSizeBytes=1 << 50,
             )
         except OperationFailure as e:
-            self._log.info(
+            if is_transient(e):
+                raise
+            self._log.warning(
                 "gtom: splitVector unavailable for %s (%s); splitting with $bucketAuto",
                 namespace,
                 describe(e),
@@ -311,6 +322,8 @@ class DirectReads:
             ).to_list()
             return [bucket["_id"]["min"] for bucket in buckets[1:]]
         except OperationFailure as e:
+            if is_transient(e):
+                raise
             self._log.info("gtom: $bucketAuto failed on %s (%s)", coll.full_name, describe(e))
         try:
             sample = (
@@ -322,8 +335,11 @@ class DirectReads:
                     ]
                 )
             ).to_list()
-            return boundaries_from_sample(kind, [d["_id"] for d in sample], wanted)
+            ids = [d["_id"] for d in sample]
+            return boundaries_from_sample(kind, ids, wanted, self._ids_codec)
         except OperationFailure as e:
+            if is_transient(e):
+                raise
             self._log.info(
                 "gtom: $sample failed on %s (%s); one segment", coll.full_name, describe(e)
             )
@@ -356,16 +372,16 @@ class DirectReads:
             cursor = coll.aggregate(pipeline, allowDiskUse=options.pipe_allow_disk)
         else:
             cursor = coll.find(segment.query(), sort=[("_id", 1)])
+        chunk = max(1, min(MAX_PUT, self._op_c.maxsize))
         try:
             while not self._halt.is_set():
-                documents = cursor.to_list(MAX_PUT)
+                documents = cursor.to_list(chunk)
                 if not documents:
                     with self._lock:
                         segment.done = True
                     return
                 # Each chunk enters the queue whole, then the position moves past it: a
                 # checkpoint taken once the queue is drained is exact.
-                chunk = max(1, min(MAX_PUT, self._op_c.maxsize))
                 for start in range(0, len(documents), chunk):
                     part = documents[start : start + chunk]
                     if "_id" not in part[-1]:
@@ -376,8 +392,9 @@ class DirectReads:
                     ops = self._ops(ns, part, decode if raw else None)
                     if ops and not self._op_c.put_many(ops, self.lane, atomic=True):
                         raise QueueClosed
+                    last = part[-1]["_id"]
                     with self._lock:
-                        segment.advance(part[-1]["_id"], len(ops))
+                        segment.advance(last, len(ops), id_type(last, self._ids_codec))
         finally:
             cursor.close()
 
