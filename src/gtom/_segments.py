@@ -179,7 +179,12 @@ class Segment:
             condition["$gte"] = self.lower
         if self.upper is not None:
             condition["$lt"] = self.upper
-        if self.id_type == "number" and self.lower is None and not self.started and self.upper:
+        if (
+            self.id_type == "number"
+            and self.lower is None
+            and not self.started
+            and self.upper is not None
+        ):
             return {"$or": [{"_id": condition}, {"_id": math.nan}]}
         return {"_id": condition}
 
