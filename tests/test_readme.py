@@ -34,7 +34,7 @@ def test_the_quick_start_example_prints_the_insert_and_the_update(server: TestSe
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("i shop.orders ") and "'qty': 2" in lines[0]
-    assert lines[1].startswith("u shop.orders ") and "'updatedFields': {'qty': 3}" in lines[1]
+    assert lines[1].startswith("u shop.orders ") and "'item': 'tea', 'qty': 3}" in lines[1]
 
 
 def test_the_asyncio_example_follows_changes(server: TestServer) -> None:

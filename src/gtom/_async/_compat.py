@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from gtom._errors import StoppedError
 
 __all__ = [
+    "Gather",
     "Lane",
     "Lock",
     "OpQueue",
@@ -250,6 +251,13 @@ class Prefetcher(Generic[T]):
         """Begin ``fn()`` in the background."""
         self._task = asyncio.get_running_loop().create_task(_call(fn), name=self._name)
 
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the read begun last; whether it is done."""
+        assert self._task is not None, "wait() without start()"
+        if not self._task.done():
+            await asyncio.wait({self._task}, timeout=timeout)
+        return self._task.done()
+
     async def result(self) -> T:
         """The value of the read begun last."""
         task, self._task = self._task, None
@@ -268,6 +276,32 @@ class Prefetcher(Generic[T]):
 
 async def _call(fn: Callable[[], Awaitable[T]]) -> T:
     return await fn()
+
+
+class Gather:
+    """Runs several jobs at once, at most ``limit`` at a time, and returns their results.
+
+    Here: tasks on the event loop. The threaded twin uses a pool of ``limit`` threads.
+    """
+
+    def __init__(self, limit: int, name: str) -> None:
+        """Allow ``limit`` jobs at a time; ``name`` names the threads of the threaded twin."""
+        self._limit = max(1, limit)
+
+    async def run(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+        """Each job's result, in the jobs' order (the first error is raised)."""
+        if len(jobs) == 1 or self._limit == 1:
+            return [await job() for job in jobs]
+        slots = asyncio.Semaphore(self._limit)
+
+        async def one(job: Callable[[], Awaitable[T]]) -> T:
+            async with slots:
+                return await job()
+
+        return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+    def close(self) -> None:
+        """Release what the jobs ran on (nothing to do on an event loop)."""
 
 
 class Signal:

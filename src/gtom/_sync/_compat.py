@@ -17,12 +17,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from gtom._errors import StoppedError
 
 __all__ = [
+    "Gather",
     "Lane",
     "Lock",
     "OpQueue",
@@ -237,6 +239,12 @@ class Prefetcher(Generic[T]):
         """Begin ``fn()`` in the background."""
         self._future = self._pool.submit(fn)
 
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the read begun last; whether it is done."""
+        assert self._future is not None, "wait() without start()"
+        futures.wait([self._future], timeout=timeout)
+        return self._future.done()
+
     def result(self) -> T:
         """The value of the read begun last."""
         future, self._future = self._future, None
@@ -247,6 +255,34 @@ class Prefetcher(Generic[T]):
         """Wait for the read in progress, if any, and end the helper thread."""
         self._future = None
         self._pool.shutdown(wait=True)
+
+
+class Gather:
+    """Runs several jobs at once, at most ``limit`` at a time, and returns their results.
+
+    The threaded twin of the asyncio ``Gather``: a pool of ``limit`` threads, made on first use.
+    """
+
+    def __init__(self, limit: int, name: str) -> None:
+        """Allow ``limit`` jobs at a time on threads named after ``name``."""
+        self._limit = max(1, limit)
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, jobs: Sequence[Callable[[], T]]) -> list[T]:
+        """Each job's result, in the jobs' order (the first error is raised)."""
+        if len(jobs) == 1 or self._limit == 1:
+            return [job() for job in jobs]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._limit, thread_name_prefix=self._name)
+        futures = [self._pool.submit(job) for job in jobs]
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        """End the pool's threads once their jobs are done."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
 
 class Signal:

@@ -39,6 +39,7 @@ from gtom._errors import (
 )
 from gtom._op import Op
 from gtom._options import DEFAULT_OPLOG_COLLECTION, DEFAULT_OPLOG_DATABASE, Options
+from gtom._pending import PendingOps
 from gtom._position import OplogPosition, ReRead, format_ts
 from gtom._retry import describe, is_transient, translate
 from gtom._servers import MONGOD, ServerTraits
@@ -50,6 +51,7 @@ from gtom._sync._compat import (
     Signal,
     sleep_until_set,
 )
+from gtom._sync.fetch import Fetcher, delta
 
 __all__ = [
     "OplogTailer",
@@ -189,6 +191,10 @@ class OplogTailer:
         self._traits = traits
         self._read_ts = position.ts  # the newest entry read (delivered or not)
         self._blocked = 0.0  # seconds spent waiting for room in op_c since the last check
+        fetching = not options.update_data_as_delta
+        # Decoded entries wait here while their updates' documents are fetched together.
+        self._pending = PendingOps(options.buffer_size, options.buffer_duration, fetching=fetching)
+        self._fetcher = Fetcher(client, options, err_c, self._halt) if fetching else None
 
     def halt(self) -> None:
         """Make `run` end soon (it also ends when the lane is cancelled or the queue closed)."""
@@ -208,6 +214,9 @@ class OplogTailer:
         except Exception as e:  # a bug: say so rather than hang
             self._fail(GtomError(f"internal error while tailing the oplog: {e!r}"))
             self._log.exception("gtom: internal error while tailing the oplog")
+        finally:
+            if self._fetcher is not None:
+                self._fetcher.close()
 
     def _run(self) -> None:
         while not self._halted():
@@ -253,6 +262,7 @@ class OplogTailer:
         """
         pauses = self._op_c.pause_count
         self._read_ts = self.position.ts
+        self._pending.clear()  # what was not handed over is read again from the position
         cursor = self._oplog.find_raw_batches(
             {"ts": {"$gte": self.position.ts}},
             cursor_type=CursorType.TAILABLE_AWAIT,
@@ -298,16 +308,29 @@ class OplogTailer:
         try:
             reader.start(lambda: self._fetch(cursor))
             while True:
+                if len(self._pending):
+                    # Ops wait for a fetch batch: hand them over when their time is up, even
+                    # if the server sends nothing meanwhile.
+                    wait = self._pending.remaining(time.monotonic())
+                    if not reader.wait(wait):
+                        if self._op_c.pause_count != pauses or self._halted():
+                            return False
+                        if not self._flush():
+                            return False
+                        continue
                 entries = reader.result()
                 if self._op_c.pause_count != pauses or self._halted():
                     return False
                 more = cursor.alive
                 if more:
                     reader.start(lambda: self._fetch(cursor))
-                if entries and not self._deliver(entries, re_read):
-                    return False
+                if entries:
+                    if not self._deliver(entries, re_read):
+                        return False
+                elif len(self._pending) and not self._flush():
+                    return False  # idle: ops waiting for a fetch batch may have waited enough
                 if not more:
-                    return True
+                    return self._flush(force=True)
         finally:
             reader.close()
 
@@ -356,28 +379,43 @@ class OplogTailer:
     # -- entries to ops ------------------------------------------------------------------------
 
     def _deliver(self, entries: list[dict[str, Any]], re_read: ReRead) -> bool:
-        """Queue the ops of one batch; False when this tailer's lane was cancelled."""
-        position = self.position.copy()
-        ops: list[Op] = []
+        """Decode one batch and hand over what is due; False when the lane was cancelled."""
+        position = self._pending.last_position or self.position
+        now = time.monotonic()
+        delta_mode = self._options.update_data_as_delta
         for entry in entries:
             ts = entry.get("ts")
             if not isinstance(ts, Timestamp):
                 raise DecodeError("an oplog entry has no valid 'ts'", entry)
             if not re_read.admit(ts):
                 continue
-            ops += self._decode(entry)
+            ops = self._decode(entry)
+            if delta_mode:
+                for op in ops:
+                    if op.operation == "u" and op.data is None:
+                        op.data = delta(op)
+            position = position.copy()
             position.advance(ts)
-        keep = self._options.filter
-        if keep is not None:
-            ops = [op for op in ops if call_user("filter", keep, op)]
-        if ops:
-            started = time.monotonic()
-            queued = self._op_c.put_many(ops, self.lane)
-            if self._traits.silent_truncation:
-                self._blocked += time.monotonic() - started
-            if not queued:
-                return False
-        self.position = position
+            self._pending.add(ops, position, now)
+        return self._flush()
+
+    def _flush(self, *, force: bool = False) -> bool:
+        """Queue the waiting ops that are due, documents fetched, in order; False if cancelled."""
+        while count := self._pending.due(time.monotonic(), force=force):
+            ops, position = self._pending.take(count)
+            if self._fetcher is not None:
+                self._fetcher.fill(ops)
+            keep = self._options.filter
+            if keep is not None:
+                ops = [op for op in ops if call_user("filter", keep, op)]
+            if ops:
+                started = time.monotonic()
+                queued = self._op_c.put_many(ops, self.lane)
+                if self._traits.silent_truncation:
+                    self._blocked += time.monotonic() - started
+                if not queued:
+                    return False
+            self.position = position
         return not self.lane.cancelled
 
     def _decode(self, entry: Mapping[str, Any]) -> list[Op]:

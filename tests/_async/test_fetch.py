@@ -1,0 +1,170 @@
+"""Oplog updates with their documents: batched fetches, delta mode, order, faults."""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any
+
+import pytest
+from pymongo import UpdateOne, monitoring
+
+import gtom
+from tests._async._tcompat import Background, in_thread
+from tests._async.helpers import collect, in_db
+from tests.conftest import TestServer
+
+
+class Finds(monitoring.CommandListener):
+    """Counts ``find`` commands on one collection (the fetches)."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and event.command.get("find") == self.collection:
+            with self._lock:
+                self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_updates_carry_the_fetched_document_and_their_change(
+    async_client: Any, db_name: str
+) -> None:
+    coll = async_client[db_name].c
+    await coll.insert_many([{"_id": 1, "v": 0}, {"_id": 2, "v": 0}])
+    options = gtom.Options(namespace_filter=in_db(db_name), unmarshal=lambda ns, raw: raw["v"])
+    async with await gtom.start_async(async_client, options) as ctx:
+        await coll.update_one({"_id": 1}, {"$set": {"v": 1}})
+        (upd,) = await collect(ctx, 1)
+        await coll.update_one({"_id": 2}, {"$set": {"v": 2}})
+        await coll.delete_one({"_id": 2})  # deleted before its update's fetch, maybe
+        upd2, dele = await collect(ctx, 2)
+    assert upd.data == {"_id": 1, "v": 1} and upd.doc == 1
+    assert upd.update_description is not None
+    assert upd.update_description["updatedFields"] == {"v": 1}
+    assert upd2.data in ({"_id": 2, "v": 2}, None)  # None: the delete came first
+    assert dele.is_delete()
+
+
+async def test_delta_mode_gives_the_change_and_fetches_nothing(
+    server: TestServer, db_name: str
+) -> None:
+    finds = Finds("c")
+    client: Any = server.async_client(event_listeners=[finds])
+    try:
+        coll = client[db_name].c
+        await coll.insert_one({"_id": 1, "a": 1, "b": 1})
+        options = gtom.Options(namespace_filter=in_db(db_name), update_data_as_delta=True)
+        async with await gtom.start_async(client, options) as ctx:
+            await coll.update_one({"_id": 1}, {"$set": {"a": 2}, "$unset": {"b": ""}})
+            (upd,) = await collect(ctx, 1)
+    finally:
+        await client.close()
+    assert upd.data == {"$set": {"a": 2}, "$unset": {"b": True}}
+    assert upd.update_description is not None and upd.update_description["removedFields"] == ["b"]
+    assert finds.count == 0
+
+
+async def test_ten_thousand_updates_cost_at_most_220_fetches(
+    server: TestServer, db_name: str
+) -> None:
+    finds = Finds("c")
+    client: Any = server.async_client(event_listeners=[finds])
+    try:
+        coll = client[db_name].c
+        await coll.insert_many([{"_id": i, "v": 0} for i in range(10_000)])
+        options = gtom.Options(namespace_filter=in_db(db_name), buffer_size=50)
+        async with await gtom.start_async(client, options) as ctx:
+            writer = Background(
+                lambda: coll.bulk_write(
+                    [UpdateOne({"_id": i}, {"$set": {"v": 1}}) for i in range(10_000)],
+                    ordered=True,
+                )
+            )
+            ops = await collect(ctx, 10_000, timeout=120)
+            await writer.join()
+    finally:
+        await client.close()
+    assert [op.id for op in ops] == list(range(10_000))
+    assert all(op.data == {"_id": op.id, "v": 1} for op in ops)
+    assert finds.count <= 220, finds.count
+
+
+@pytest.mark.failpoints
+async def test_failed_fetches_are_retried_and_no_op_lacks_its_document(
+    server: TestServer, async_client: Any, db_name: str
+) -> None:
+    coll = async_client[db_name].c
+    await coll.insert_many([{"_id": i, "v": 0} for i in range(100)])
+    async with await gtom.start_async(
+        async_client, gtom.Options(namespace_filter=in_db(db_name))
+    ) as ctx:
+        with server.fail_command(["find"], error_code=6, times=3):  # HostUnreachable
+            for i in range(100):
+                await coll.update_one({"_id": i}, {"$set": {"v": 1}})
+            ops = await collect(ctx, 100, timeout=30)
+        assert ctx.err_c.qsize() >= 1
+    assert [op.id for op in ops] == list(range(100))
+    assert all(op.data == {"_id": op.id, "v": 1} for op in ops)
+
+
+@pytest.mark.failpoints
+@pytest.mark.parametrize("ordering", list(gtom.Ordering))
+async def test_order_holds_with_many_fetchers_and_random_fetch_delays(
+    server: TestServer, async_client: Any, db_name: str, ordering: gtom.Ordering
+) -> None:
+    rng = random.Random(7)
+    db = async_client[db_name]
+    names = ["a", "b", "c"]
+    for name in names:
+        await db[name].insert_many([{"_id": i, "v": 0} for i in range(50)])
+    plan = [(rng.choice(names), rng.randrange(50), n) for n in range(1, 1001)]  # v: 0 -> n
+    options = gtom.Options(
+        namespace_filter=in_db(db_name), ordering=ordering, worker_count=8, buffer_size=20
+    )
+    stop = threading.Event()
+
+    def delay_fetches() -> None:  # a real server, made slow at random moments
+        while not stop.wait(rng.random() * 0.2):
+            with server.fail_command(["find"], block_ms=rng.randrange(1, 30), times=2):
+                stop.wait(rng.random() * 0.1)
+
+    async with await gtom.start_async(async_client, options) as ctx:
+        delays = threading.Thread(target=delay_fetches)
+        delays.start()
+        try:
+            for name, doc_id, n in plan:
+                await db[name].update_one({"_id": doc_id}, {"$set": {"v": n}})
+            ops = await collect(ctx, len(plan), timeout=120)
+        finally:
+            stop.set()
+            await in_thread(delays.join)
+    seen = [(op.namespace.split(".")[1], op.id, op.update_description) for op in ops]
+    expected = [(name, doc_id, {"v": n}) for name, doc_id, n in plan]
+    assert [(n, i, d["updatedFields"]) for n, i, d in seen] == expected  # oplog order kept
+    for op in ops:  # each document as fetched is at least as new as its change
+        assert op.data is not None and op.data["v"] >= op.update_description["updatedFields"]["v"]  # type: ignore[index]
+
+
+async def test_replacements_and_inserts_are_not_fetched(server: TestServer, db_name: str) -> None:
+    finds = Finds("c")
+    client: Any = server.async_client(event_listeners=[finds])
+    try:
+        coll = client[db_name].c
+        options = gtom.Options(namespace_filter=in_db(db_name))
+        async with await gtom.start_async(client, options) as ctx:
+            await coll.insert_one({"_id": 1, "v": 0})
+            await coll.replace_one({"_id": 1}, {"v": 1})
+            ins, rep = await collect(ctx, 2)
+    finally:
+        await client.close()
+    assert ins.data == {"_id": 1, "v": 0} and rep.data == {"_id": 1, "v": 1}
+    assert finds.count == 0
