@@ -161,3 +161,19 @@ def test_replacements_and_inserts_are_not_fetched(server: TestServer, db_name: s
         client.close()
     assert ins.data == {"_id": 1, "v": 0} and rep.data == {"_id": 1, "v": 1}
     assert finds.count == 0
+
+
+def test_updates_before_a_drop_come_before_it_without_their_documents(
+    client: Any, db_name: str
+) -> None:
+    coll = client[db_name].c
+    coll.insert_many([{"_id": i, "v": 0} for i in range(5)])
+    with gtom.start(client, gtom.Options(namespace_filter=in_db(db_name))) as ctx:
+        for i in range(5):
+            coll.update_one({"_id": i}, {"$set": {"v": 1}})
+        coll.drop()
+        ops = collect(ctx, 6)
+    *updates, drop = ops
+    assert [op.id for op in updates] == list(range(5)) and drop.is_drop()
+    # Fetched after the drop (None) or before it (the document): never anything else.
+    assert all(op.data in (None, {"_id": op.id, "v": 1}) for op in updates)
