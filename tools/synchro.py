@@ -82,6 +82,17 @@ def unasync(source: str) -> str:
             nxt = tokens[i + 1]
             # drop the keyword and the blanks after it: "await f()" -> "f()"
             edits.append((start, at(nxt.start) if nxt.start[0] == tok.end[0] else end, ""))
+        elif (
+            tok.type == tokenize.NAME and tok.string == "Awaitable" and tokens[i + 1].string == "["
+        ):
+            # "Awaitable[T]" -> "T": drop the name, its "[" and the matching "]"
+            depth = 0
+            for close in tokens[i + 1 :]:
+                depth += {"[": 1, "]": -1}.get(close.string, 0) if close.type == tokenize.OP else 0
+                if depth == 0:
+                    break
+            edits.append((start, at(tokens[i + 1].end), ""))
+            edits.append((at(close.start), at(close.end), ""))
         elif tok.type == tokenize.NAME and tok.string in REPLACEMENTS:
             edits.append((start, end, REPLACEMENTS[tok.string]))
         elif tok.type in (tokenize.STRING, tokenize.COMMENT):

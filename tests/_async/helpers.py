@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from pymongo import monitoring
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
 import gtom
+from tests._async._tcompat import in_thread, sleep
 
 
 def in_db(db_name: str) -> Callable[[gtom.Op], bool]:
@@ -46,10 +51,65 @@ async def assert_quiet(ctx: Any, seconds: float) -> None:
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    from tests._async._tcompat import sleep
-
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await sleep(0.02)
+
+
+def streams(*namespaces: str, **kwargs: Any) -> gtom.Options:
+    """Options following ``namespaces`` with change streams only (the oplog disabled)."""
+    return gtom.Options(oplog_disabled=True, change_stream_ns=list(namespaces), **kwargs)
+
+
+def copy(*namespaces: str, **kwargs: Any) -> gtom.Options:
+    """Options that only read ``namespaces`` whole (no tailing)."""
+    return gtom.Options(oplog_disabled=True, direct_read_ns=list(namespaces), **kwargs)
+
+
+def assert_each_once(ids: list[Any], expected: list[Any]) -> None:
+    """``ids`` are ``expected`` in some order, each exactly once (any BSON values)."""
+    assert len(ids) == len(expected), f"{len(ids)} delivered for {len(expected)} expected"
+    assert sorted(map(repr, ids)) == sorted(map(repr, expected))
+
+
+async def insert_through_outages(coll: Any, ids: range, server: Any, restart_at: int) -> None:
+    """Insert ``{_id: i}`` for ``ids``, restarting ``server`` at ``restart_at``, retrying."""
+    for i in ids:
+        if i == restart_at:
+            await in_thread(lambda: server.restart(down_for=0.5))
+        while True:
+            try:
+                await coll.insert_one({"_id": i})
+                break
+            except DuplicateKeyError:
+                break  # the insert landed before the connection dropped
+            except PyMongoError:
+                await sleep(0.05)
+        if i % 10 == 0:
+            await sleep(0.01)
+
+
+class Commands(monitoring.CommandListener):
+    """Records the commands a client starts that ``match`` (thread-safe)."""
+
+    def __init__(self, match: Callable[[monitoring.CommandStartedEvent], bool]) -> None:
+        self.match = match
+        self.started_events: list[monitoring.CommandStartedEvent] = []
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return len(self.started_events)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.match(event):
+            with self._lock:
+                self.started_events.append(event)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass

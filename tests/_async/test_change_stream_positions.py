@@ -10,19 +10,13 @@ from typing import Any
 
 import pytest
 from bson import json_util
-from pymongo.errors import DuplicateKeyError, PyMongoError
 
 import gtom
-from tests._async._tcompat import Background, in_thread, sleep
-from tests._async.helpers import assert_quiet, collect
+from tests._async._tcompat import Background, in_thread
+from tests._async.helpers import assert_quiet, collect, insert_through_outages, streams
 from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def streams(*namespaces: str, **kwargs: Any) -> gtom.Options:
-    """Options following ``namespaces`` with change streams only (the oplog disabled)."""
-    return gtom.Options(oplog_disabled=True, change_stream_ns=list(namespaces), **kwargs)
 
 
 def ids(ops: list[gtom.Op]) -> list[Any]:
@@ -233,24 +227,6 @@ async def test_a_token_the_server_cannot_read_is_history_lost(
     assert "resume token" in str(caught.value)
 
 
-async def _insert_through_outages(
-    coll: Any, ids: range, server: TestServer, restart_at: int
-) -> None:
-    for i in ids:
-        if i == restart_at:
-            await in_thread(lambda: server.restart(down_for=0.5))
-        while True:
-            try:
-                await coll.insert_one({"_id": i})
-                break
-            except DuplicateKeyError:
-                break  # the insert landed before the connection dropped
-            except PyMongoError:
-                await sleep(0.05)
-        if i % 10 == 0:
-            await sleep(0.01)
-
-
 @PYMONGO_ASYNC_SOCKET_LEAK
 @pytest.mark.restarts_server
 async def test_server_restart_mid_stream_loses_and_repeats_nothing(
@@ -263,7 +239,7 @@ async def test_server_restart_mid_stream_loses_and_repeats_nothing(
     try:
         async with await gtom.start_async(client, streams(db_name)) as ctx:
             writer = Background(
-                lambda: _insert_through_outages(
+                lambda: insert_through_outages(
                     writer_client[db_name].c, range(200), server, restart_at=80
                 )
             )

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
-from pymongo import monitoring
 
 import gtom
-from tests._async.helpers import assert_quiet, collect, in_db
-
-
-def streams(*namespaces: str, **kwargs: Any) -> gtom.Options:
-    """Options following ``namespaces`` with change streams only (the oplog disabled)."""
-    return gtom.Options(oplog_disabled=True, change_stream_ns=list(namespaces), **kwargs)
+from tests._async.helpers import Commands, assert_quiet, collect, in_db, streams
 
 
 async def test_a_collection_stream_delivers_each_kind_with_its_data(
@@ -272,7 +265,7 @@ async def test_filters_and_unmarshal_apply_as_for_the_oplog(
 async def test_max_wait_secs_sets_the_await_time_of_each_get_more(
     server: Any, db_name: str
 ) -> None:
-    listener = AwaitTimes()
+    listener = Commands(lambda event: event.command_name == "getMore")
     client: Any = server.async_client(event_listeners=[listener])
     try:
         options = streams(f"{db_name}.c", max_wait_secs=0.25)
@@ -281,26 +274,8 @@ async def test_max_wait_secs_sets_the_await_time_of_each_get_more(
             await collect(ctx, 1)
     finally:
         await client.close()
-    assert listener.values and set(listener.values) == {250}
-
-
-class AwaitTimes(monitoring.CommandListener):
-    """The ``maxTimeMS`` of each change stream ``getMore`` (its await time)."""
-
-    def __init__(self) -> None:
-        self.values: list[int] = []
-        self._lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "getMore":
-            with self._lock:
-                self.values.append(event.command.get("maxTimeMS"))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+    await_times = {event.command.get("maxTimeMS") for event in listener.started_events}
+    assert await_times == {250}
 
 
 async def test_streams_and_the_oplog_together_deliver_both(async_client: Any, db_name: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -10,37 +9,21 @@ from pymongo import monitoring
 
 import gtom
 from tests._async._tcompat import gtom_workers, sleep
-from tests._async.helpers import assert_quiet, collect, in_db, wait_until
+from tests._async.helpers import Commands, assert_quiet, collect, in_db, wait_until
 from tests.conftest import TestServer
 
 
-class OplogReads(monitoring.CommandListener):
-    """Counts the commands a client sends to read the oplog."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        name = event.command_name
-        target = event.command.get(name)
-        if (name == "find" and target == "oplog.rs") or (
-            name == "getMore" and event.command.get("collection") == "oplog.rs"
-        ):
-            with self._lock:
-                self.count += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+def reads_the_oplog(event: monitoring.CommandStartedEvent) -> bool:
+    name = event.command_name
+    return (name == "find" and event.command.get(name) == "oplog.rs") or (
+        name == "getMore" and event.command.get("collection") == "oplog.rs"
+    )
 
 
 async def test_pause_stops_reading_and_resume_delivers_everything_in_order(
     server: TestServer, db_name: str
 ) -> None:
-    reads = OplogReads()
+    reads = Commands(reads_the_oplog)
     client: Any = server.async_client(event_listeners=[reads])
     coll = client[db_name].c
     try:

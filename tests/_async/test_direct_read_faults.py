@@ -15,20 +15,10 @@ from bson import MaxKey, MinKey, ObjectId, json_util
 
 import gtom
 from tests._async._tcompat import in_thread
-from tests._async.helpers import collect
+from tests._async.helpers import assert_each_once, collect, copy
 from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def copy(*namespaces: str, **kwargs: Any) -> gtom.Options:
-    """Options that only read ``namespaces`` whole (no tailing)."""
-    return gtom.Options(oplog_disabled=True, direct_read_ns=list(namespaces), **kwargs)
-
-
-def assert_each_once(ids: list[Any], expected: list[Any]) -> None:
-    assert len(ids) == len(set(ids)), "a document was delivered twice"
-    assert sorted(map(repr, ids)) == sorted(map(repr, expected))
 
 
 @pytest.mark.failpoints

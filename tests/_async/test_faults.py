@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 from bson import Timestamp
-from pymongo.errors import DuplicateKeyError, PyMongoError
 
 import gtom
-from tests._async._tcompat import Background, in_thread, sleep
-from tests._async.helpers import collect, in_db
+from tests._async._tcompat import Background
+from tests._async.helpers import collect, in_db, insert_through_outages
 from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 
 
@@ -88,24 +87,6 @@ async def test_a_non_transient_error_ends_iteration_with_a_clear_error(
                     pass
 
 
-async def _insert_through_outages(
-    coll: Any, ids: range, server: TestServer, restart_at: int
-) -> None:
-    for i in ids:
-        if i == restart_at:
-            await in_thread(lambda: server.restart(down_for=0.5))
-        while True:
-            try:
-                await coll.insert_one({"_id": i})
-                break
-            except DuplicateKeyError:
-                break  # the insert landed before the connection dropped
-            except PyMongoError:
-                await sleep(0.05)
-        if i % 10 == 0:
-            await sleep(0.01)
-
-
 @PYMONGO_ASYNC_SOCKET_LEAK
 @pytest.mark.restarts_server
 async def test_server_restart_mid_stream_loses_and_repeats_nothing(
@@ -120,7 +101,7 @@ async def test_server_restart_mid_stream_loses_and_repeats_nothing(
             client, gtom.Options(namespace_filter=in_db(db_name))
         ) as ctx:
             writer = Background(
-                lambda: _insert_through_outages(
+                lambda: insert_through_outages(
                     writer_client[db_name].c, range(300), server, restart_at=120
                 )
             )

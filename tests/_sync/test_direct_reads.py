@@ -12,22 +12,12 @@ from bson import Decimal128, Int64, ObjectId
 from bson.raw_bson import RawBSONDocument
 
 import gtom
-
-
-def copy(*namespaces: str, **kwargs: Any) -> gtom.Options:
-    """Options that only read ``namespaces`` whole (no tailing)."""
-    return gtom.Options(oplog_disabled=True, direct_read_ns=list(namespaces), **kwargs)
+from tests._sync.helpers import assert_each_once, copy
 
 
 def read_all(ctx: Any) -> list[gtom.Op]:
     """Every op of a copy-only context: its iteration ends once the copy is done."""
     return [op for op in ctx]
-
-
-def assert_each_once(ops: list[gtom.Op], expected: list[Any]) -> None:
-    ids = [op.id for op in ops]
-    assert len(ids) == len(expected), f"{len(ids)} ops for {len(expected)} documents"
-    assert sorted(map(repr, ids)) == sorted(map(repr, expected))
 
 
 @pytest.mark.parametrize(("split_max", "segments"), [(0, 1), (1, 2), (9, 10)])
@@ -41,7 +31,7 @@ def test_a_collection_is_read_exactly_once_whatever_the_split(
         ops = read_all(ctx)
         assert ctx.wait_for_direct_reads(timeout=5)
         progress = ctx.direct_read_progress()[f"{db_name}.c"]
-    assert_each_once(ops, list(range(5000)))
+    assert_each_once([op.id for op in ops], list(range(5000)))
     for op in ops:
         assert op.operation == "i" and op.namespace == f"{db_name}.c"
         assert op.source is gtom.Source.DIRECT_READ and op.data == {"_id": op.id, "v": op.id * 2}
@@ -59,7 +49,7 @@ def test_ids_of_every_type_are_all_read(client: Any, db_name: str) -> None:
     with gtom.start(client, options) as ctx:
         ops = read_all(ctx)
         progress = ctx.direct_read_progress()[f"{db_name}.c"]
-    assert_each_once(ops, ids)
+    assert_each_once([op.id for op in ops], ids)
     assert progress.segments >= 5 + 6  # the numbers split; each other type its own segment
 
 
@@ -70,7 +60,7 @@ def test_a_view_is_read(client: Any, db_name: str) -> None:
     with gtom.start(client, copy(f"{db_name}.evens")) as ctx:
         ops = read_all(ctx)
         progress = ctx.direct_read_progress()[f"{db_name}.evens"]
-    assert_each_once(ops, list(range(0, 100, 2)))
+    assert_each_once([op.id for op in ops], list(range(0, 100, 2)))
     assert all(op.namespace == f"{db_name}.evens" for op in ops)
     assert progress.segments == 1 and progress.estimated_total is None
 
@@ -133,7 +123,7 @@ def test_split_vector_falls_back_when_the_server_refuses_it(
         with gtom.start(client, options) as ctx:
             ops = read_all(ctx)
             progress = ctx.direct_read_progress()[f"{db_name}.c"]
-    assert_each_once(ops, list(range(2000)))
+    assert_each_once([op.id for op in ops], list(range(2000)))
     assert progress.segments == 4
     if "splitVector unavailable" not in caplog.text:  # a real mongod may allow it
         assert "splitVector" not in caplog.text

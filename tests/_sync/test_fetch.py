@@ -8,32 +8,17 @@ import threading
 from typing import Any
 
 import pytest
-from pymongo import UpdateOne, monitoring
+from pymongo import UpdateOne
 
 import gtom
 from tests._sync._tcompat import Background, in_thread
-from tests._sync.helpers import collect, in_db
+from tests._sync.helpers import Commands, collect, in_db
 from tests.conftest import TestServer
 
 
-class Finds(monitoring.CommandListener):
-    """Counts ``find`` commands on one collection (the fetches)."""
-
-    def __init__(self, collection: str) -> None:
-        self.collection = collection
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find" and event.command.get("find") == self.collection:
-            with self._lock:
-                self.count += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+def fetches_of(collection: str) -> Any:
+    """Matches the ``find`` commands on ``collection`` (the fetches)."""
+    return lambda event: event.command_name == "find" and event.command["find"] == collection
 
 
 def test_updates_carry_the_fetched_document_and_their_change(client: Any, db_name: str) -> None:
@@ -54,7 +39,7 @@ def test_updates_carry_the_fetched_document_and_their_change(client: Any, db_nam
 
 
 def test_delta_mode_gives_the_change_and_fetches_nothing(server: TestServer, db_name: str) -> None:
-    finds = Finds("c")
+    finds = Commands(fetches_of("c"))
     client: Any = server.client(event_listeners=[finds])
     try:
         coll = client[db_name].c
@@ -71,7 +56,7 @@ def test_delta_mode_gives_the_change_and_fetches_nothing(server: TestServer, db_
 
 
 def test_ten_thousand_updates_cost_at_most_220_fetches(server: TestServer, db_name: str) -> None:
-    finds = Finds("c")
+    finds = Commands(fetches_of("c"))
     client: Any = server.client(event_listeners=[finds])
     try:
         coll = client[db_name].c
@@ -148,7 +133,7 @@ def test_order_holds_with_many_fetchers_and_random_fetch_delays(
 
 
 def test_replacements_and_inserts_are_not_fetched(server: TestServer, db_name: str) -> None:
-    finds = Finds("c")
+    finds = Commands(fetches_of("c"))
     client: Any = server.client(event_listeners=[finds])
     try:
         coll = client[db_name].c

@@ -17,20 +17,19 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import bson
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 
-from gtom._backoff import Backoff
 from gtom._decode_oplog import call_user
 from gtom._errors import ConfigurationError, GtomError
 from gtom._op import Op, Source
 from gtom._options import Options
-from gtom._retry import describe, is_transient, translate
+from gtom._retry import describe, is_transient
 from gtom._segments import (
     BRACKETS,
     DirectReadProgress,
@@ -42,10 +41,12 @@ from gtom._segments import (
     segments_for,
 )
 from gtom._sync._compat import Lane, Lock, OpQueue, QueueClosed, Signal, Worker, sleep_until_set
+from gtom._sync.retrying import retrying
 
 __all__ = ["DirectReads"]
 
 Client = MongoClient[Any]
+T = TypeVar("T")
 #: A collection is split only into segments of at least this many documents (estimated).
 MIN_SEGMENT_DOCS = 500
 #: Ops queued in one put (at most).
@@ -200,27 +201,8 @@ class DirectReads:
             self._log.error("gtom: direct reads stopped: %s", error)
             self._op_c.close(error)
 
-    def _retrying(self, what: str, attempt: Any) -> Any:
-        """``attempt()``, retried with backoff while it fails transiently."""
-        backoff = Backoff()
-        while True:
-            try:
-                return attempt()
-            except PyMongoError as e:
-                if not is_transient(e):
-                    raise translate(e, what) from e
-                delay = backoff.next_delay()
-                self._err_c.offer(e)
-                self._log.warning(
-                    "gtom: %s failed (%s); retry %d in %.2fs",
-                    what,
-                    describe(e),
-                    backoff.attempts,
-                    delay,
-                )
-                sleep_until_set(delay, self._halt)
-                if self._halt.is_set():
-                    raise QueueClosed from e
+    def _retrying(self, what: str, attempt: Callable[[], T]) -> T:
+        return retrying(what, attempt, err_c=self._err_c, log=self._log, halt=self._halt)
 
     # -- planning ------------------------------------------------------------------------------
 

@@ -18,15 +18,13 @@ import bson
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
 
-from gtom._backoff import Backoff
 from gtom._decode_oplog import call_user
 from gtom._op import Op
 from gtom._options import Options
 from gtom._pending import needs_document
-from gtom._retry import describe, is_transient, translate
-from gtom._sync._compat import Gather, OpQueue, QueueClosed, Signal, sleep_until_set
+from gtom._sync._compat import Gather, OpQueue, Signal
+from gtom._sync.retrying import retrying
 
 __all__ = ["Fetcher", "delta"]
 
@@ -113,23 +111,14 @@ class Fetcher:
             coll = coll.with_options(
                 codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
             )
-        backoff = Backoff()
-        while True:
-            try:
-                documents = coll.find({"_id": {"$in": ids}}).to_list()
-                return ns, documents
-            except PyMongoError as e:
-                if not is_transient(e):
-                    raise translate(e, f"fetching updated documents of {ns}") from e
-                delay = backoff.next_delay()
-                self._err_c.offer(e)
-                self._log.warning(
-                    "gtom: fetching documents of %s failed (%s); retry %d in %.2fs",
-                    ns,
-                    describe(e),
-                    backoff.attempts,
-                    delay,
-                )
-                sleep_until_set(delay, self._halt)
-                if self._halt.is_set():
-                    raise QueueClosed from e
+
+        def attempt() -> tuple[str, list[Any]]:
+            return ns, coll.find({"_id": {"$in": ids}}).to_list()
+
+        return retrying(
+            f"fetching updated documents of {ns}",
+            attempt,
+            err_c=self._err_c,
+            log=self._log,
+            halt=self._halt,
+        )
