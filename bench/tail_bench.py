@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,8 @@ from pymongo import AsyncMongoClient, CursorType, MongoClient
 import gtom
 
 DB = "bench"
+#: A contender process that has not finished by then is killed (the run then fails loudly).
+STALL_SECONDS = 120
 
 
 def free_port() -> int:
@@ -169,6 +172,8 @@ def gtom_cli(uri: str, before: Timestamp, last: Timestamp, n: int) -> Result:
     )
     assert proc.stdout is not None
     count, first, done_at = 0, 0.0, 0.0
+    stalled = threading.Timer(STALL_SECONDS, proc.kill)  # a stall ends the run with an error
+    stalled.start()
     while count < n:
         chunk = proc.stdout.read1(1 << 16)
         if not chunk:
@@ -177,6 +182,7 @@ def gtom_cli(uri: str, before: Timestamp, last: Timestamp, n: int) -> Result:
             first = time.perf_counter()
         count += chunk.count(b"\n")
         done_at = time.perf_counter()
+    stalled.cancel()
     proc.terminate()
     proc.wait()
     proc.stdout.close()
