@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
-from tail_bench import DB, free_port, start_server
+from tail_bench import DB, free_port, print_rates, start_server
 
 import gtom
 
@@ -93,12 +92,7 @@ def main() -> int:
                 if got != args.docs:
                     raise RuntimeError(f"{name} read {got} documents, expected {args.docs}")
                 results[name].append(args.docs / elapsed)
-        baseline = statistics.median(results[contenders[0][0]])
-        print(f"\n{'contender':30} {'docs/s':>9} {'spread':>15} {'x 1 seg':>7}")
-        for name, rates in results.items():
-            med = statistics.median(rates)
-            spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
-            print(f"{name:30} {med:9,.0f} {spread:>15} {med / baseline:7.2f}")
+        print_rates(results, "docs/s", "x 1 seg")
     finally:
         client.close()
         server.terminate()

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from typing import Any
 from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient, MongoClient
-from tail_bench import DB, Result, free_port, load, measure, start_server
+from tail_bench import DB, Result, free_port, load, measure, print_arrivals, start_server
 
 import gtom
 from gtom._async.change_stream import next_timestamp
@@ -137,25 +136,7 @@ def main() -> int:
             for _, contenders in groups:
                 for name, fn in contenders:
                     results[name].append(measure(fn, n))
-        print(
-            f"\n{'contender':34} {'events/s':>9} {'spread':>15} {'x raw':>6}"
-            f" {'1st event':>9} {'then ev/s':>9} {'x raw':>6}"
-        )
-        for _, contenders in groups:
-            baseline = results[contenders[0][0]]
-            base_rate = statistics.median(r[0] for r in baseline)
-            base_stream = statistics.median(r[2] for r in baseline)
-            for name, _ in contenders:
-                rows = results[name]
-                rates = [r[0] for r in rows]
-                med = statistics.median(rates)
-                first = statistics.median(r[1] for r in rows)
-                stream = statistics.median(r[2] for r in rows)
-                spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
-                print(
-                    f"{name:34} {med:9,.0f} {spread:>15} {med / base_rate:6.2f}"
-                    f" {first:8.2f}s {stream:9,.0f} {stream / base_stream:6.2f}"
-                )
+        print_arrivals(results, [[name for name, _ in c] for _, c in groups], "x raw")
     finally:
         client.close()
         server.terminate()

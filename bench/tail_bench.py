@@ -189,6 +189,42 @@ def gtom_cli(uri: str, before: Timestamp, last: Timestamp, n: int) -> Result:
     return count, first, done_at
 
 
+def print_arrivals(
+    results: dict[str, list[tuple[float, float, float]]], groups: list[list[str]], label: str
+) -> None:
+    """One row per contender (medians of `measure`), as ratios to the first of its group."""
+    width = max(len(name) for group in groups for name in group) + 2
+    print(
+        f"\n{'contender':{width}} {'events/s':>9} {'spread':>15} {label:>6}"
+        f" {'1st event':>9} {'then ev/s':>9} {label:>6}"
+    )
+    for group in groups:
+        base_rate = statistics.median(r[0] for r in results[group[0]])
+        base_stream = statistics.median(r[2] for r in results[group[0]])
+        for name in group:
+            rows = results[name]
+            rates = [r[0] for r in rows]
+            med = statistics.median(rates)
+            first = statistics.median(r[1] for r in rows)
+            stream = statistics.median(r[2] for r in rows)
+            spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
+            print(
+                f"{name:{width}} {med:9,.0f} {spread:>15} {med / base_rate:6.2f}"
+                f" {first:8.2f}s {stream:9,.0f} {stream / base_stream:6.2f}"
+            )
+
+
+def print_rates(results: dict[str, list[float]], unit: str, label: str) -> None:
+    """One row per contender (median rate, spread), as a ratio to the first contender."""
+    width = max(len(name) for name in results) + 2
+    baseline = statistics.median(next(iter(results.values())))
+    print(f"\n{'contender':{width}} {unit:>9} {'spread':>15} {label:>7}")
+    for name, rates in results.items():
+        med = statistics.median(rates)
+        spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
+        print(f"{name:{width}} {med:9,.0f} {spread:>15} {med / baseline:7.2f}")
+
+
 def measure(fn: Callable[[], Result], expected: int) -> tuple[float, float, float]:
     """(events/s overall, seconds to the first event, events/s after the first event)."""
     started = time.perf_counter()
@@ -231,22 +267,7 @@ def main() -> int:
         for _ in range(args.runs):
             for name, fn, expected in contenders:
                 results[name].append(measure(fn, expected))
-        ceiling = statistics.median(r[0] for r in results[contenders[0][0]])
-        stream_ceiling = statistics.median(r[2] for r in results[contenders[0][0]])
-        print(
-            f"\n{'contender':38} {'events/s':>9} {'spread':>15} {'x ceil':>6}"
-            f" {'1st event':>9} {'then ev/s':>9} {'x ceil':>6}"
-        )
-        for name, rows in results.items():
-            rates = [r[0] for r in rows]
-            med = statistics.median(rates)
-            first = statistics.median(r[1] for r in rows)
-            stream = statistics.median(r[2] for r in rows)
-            spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
-            print(
-                f"{name:38} {med:9,.0f} {spread:>15} {med / ceiling:6.2f}"
-                f" {first:8.2f}s {stream:9,.0f} {stream / stream_ceiling:6.2f}"
-            )
+        print_arrivals(results, [[c[0] for c in contenders]], "x ceil")
     finally:
         client.close()
         server.terminate()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 from bson import Timestamp
 from pymongo import MongoClient, UpdateOne
-from tail_bench import DB, Result, free_port, raw_ceiling, start_server
+from tail_bench import DB, Result, free_port, print_rates, raw_ceiling, start_server
 
 import gtom
 
@@ -100,12 +99,7 @@ def main() -> int:
                 if got < n:
                     raise RuntimeError(f"{name} saw {got} events, expected {n}")
                 results[name].append(n / (ended - started))
-        baseline = statistics.median(results[contenders[0][0]])
-        print(f"\n{'contender':30} {'events/s':>9} {'spread':>15} {'x delta':>7}")
-        for name, rates in results.items():
-            med = statistics.median(rates)
-            spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
-            print(f"{name:30} {med:9,.0f} {spread:>15} {med / baseline:7.2f}")
+        print_rates(results, "events/s", "x delta")
     finally:
         client.close()
         server.terminate()
