@@ -16,7 +16,7 @@ from bson import Timestamp
 
 from gtom._errors import ConfigurationError
 
-__all__ = ["ALL", "OplogPosition", "ReRead", "check_timestamp", "format_ts"]
+__all__ = ["ALL", "OplogPosition", "ReRead", "check_timestamp", "format_ts", "next_timestamp"]
 
 ALL = -1
 """``seen`` value meaning every entry at ``ts`` was delivered (strictly after ``ts``)."""
@@ -69,6 +69,13 @@ class ReRead:
             return False
         self._ts = None  # past the delivered prefix: everything from here on is new
         return True
+
+
+def next_timestamp(ts: Timestamp) -> Timestamp:
+    """The smallest timestamp greater than ``ts``: nothing can lie between the two."""
+    if ts.inc >= 0xFFFFFFFF:
+        return Timestamp(ts.time + 1, 0)
+    return Timestamp(ts.time, ts.inc + 1)
 
 
 def format_ts(ts: Timestamp) -> str:

@@ -48,7 +48,7 @@ from gtom._errors import (
 from gtom._op import Op
 from gtom._options import DEFAULT_OPLOG_COLLECTION, DEFAULT_OPLOG_DATABASE, Options
 from gtom._pending import PendingOps
-from gtom._position import OplogPosition, ReRead, format_ts
+from gtom._position import ALL, OplogPosition, ReRead, format_ts, next_timestamp
 from gtom._retry import describe, is_transient, translate
 from gtom._servers import MONGOD, ServerTraits
 
@@ -361,11 +361,16 @@ class OplogTailer:
             return  # "from the oldest entry there is"
         if first and first[0].get("ts") == position:
             return
-        await self._check_history(position)
+        await self._check_history(position, all_seen=self.position.seen == ALL)
 
-    async def _check_history(self, position: Timestamp) -> None:
+    async def _check_history(self, position: Timestamp, *, all_seen: bool = False) -> None:
+        """Raise `HistoryLostError` if entries needed after ``position`` may have been trimmed.
+
+        ``all_seen``: every entry at ``position`` itself was delivered, so an oldest entry that
+        is the very next timestamp proves nothing is missing (a young oplog, e.g. a new shard).
+        """
         oldest = await _edge_timestamp(self._oplog, 1)
-        if oldest > position:
+        if oldest > (next_timestamp(position) if all_seen else position):
             raise HistoryLostError(
                 f"the oplog no longer reaches back to the position gtom must resume from: it "
                 f"needs the entries after {format_ts(position)}, but the oldest entry left is "

@@ -75,13 +75,6 @@ class StreamPosition:
         return {}
 
 
-def next_timestamp(ts: Timestamp) -> Timestamp:
-    """The smallest timestamp greater than ``ts`` (``startAtOperationTime`` is inclusive)."""
-    if ts.inc >= 0xFFFFFFFF:
-        return Timestamp(ts.time + 1, 0)
-    return Timestamp(ts.time, ts.inc + 1)
-
-
 def _has_buffered(stream: Stream) -> bool:
     """Whether the stream holds more events of its current batch (no round trip to get them).
 
