@@ -22,6 +22,7 @@ import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -49,8 +50,8 @@ class TestServer:
 
     __test__ = False  # not a test class
 
-    def __init__(self, *, oplog_max_entries: int | None = None) -> None:
-        self.embedded = EXTERNAL_URI is None
+    def __init__(self, *, oplog_max_entries: int | None = None, embedded: bool = False) -> None:
+        self.embedded = embedded or EXTERNAL_URI is None
         self._kwargs: dict[str, Any] = {}
         if oplog_max_entries is not None:
             self._kwargs["oplog_max_entries"] = oplog_max_entries
@@ -117,7 +118,8 @@ class TestServer:
 
     @property
     def uri(self) -> str:
-        if EXTERNAL_URI is not None:
+        if not self.embedded:
+            assert EXTERNAL_URI is not None
             return EXTERNAL_URI
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
@@ -217,6 +219,38 @@ def tiny_oplog_server() -> Iterator[TestServer]:
     s = _start_or_skip(oplog_max_entries=TINY_OPLOG_ENTRIES)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(server: TestServer) -> Iterator[Cluster]:
+    """A stand-in for a sharded cluster: three shards and a config server.
+
+    The first shard is ``server`` (so with ``GTOM_TEST_MONGODB_URI`` a real MongoDB is one of
+    the shards); the others and the config server are embedded SecantusDB servers, whose
+    ``config.shards`` the tests write themselves.
+    """
+    extra = [TestServer(embedded=True) for _ in range(3)]
+    yield Cluster(config=extra[0], shards=[server, *extra[1:]])
+    stoppers = [threading.Thread(target=s.close) for s in extra]  # ~2 s each: all at once
+    for thread in stoppers:
+        thread.start()
+    for thread in stoppers:
+        thread.join()
+
+
+class Cluster:
+    """A config server and the shards it may list."""
+
+    __test__ = False
+
+    def __init__(self, config: TestServer, shards: list[TestServer]) -> None:
+        self.config = config
+        self.shards = shards
+
+    def host(self, shard: TestServer) -> str:
+        """The shard's ``host`` as ``config.shards`` writes it: ``"setName/host:port"``."""
+        hello = shard.admin.admin.command("hello")
+        return f"{hello['setName']}/{hello['me']}"
 
 
 AUTH_USERS = {"root": ["root"], "app": [{"role": "readWrite", "db": "shop"}]}

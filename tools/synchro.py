@@ -50,6 +50,8 @@ REPLACEMENTS = {
     "AsyncClientSession": "ClientSession",
     "asynchronous": "synchronous",
     "AsyncOpCtx": "OpCtx",
+    "AsyncMultiOpCtx": "MultiOpCtx",
+    "start_multi_async": "start_multi",
     "start_async": "start",
     "_async": "_sync",
     "async_client": "client",

@@ -257,6 +257,18 @@ class DirectReadProgress:
     done: bool
     """Whether every document has been queued."""
 
+    def combined(self, other: DirectReadProgress) -> DirectReadProgress:
+        """The progress of the same namespace read in two places (two shards), summed."""
+        totals = (self.estimated_total, other.estimated_total)
+        return DirectReadProgress(
+            namespace=self.namespace,
+            read=self.read + other.read,
+            estimated_total=None if None in totals else sum(t or 0 for t in totals),
+            segments=self.segments + other.segments,
+            segments_done=self.segments_done + other.segments_done,
+            done=self.done and other.done,
+        )
+
 
 def segments_for(namespace: str, kind: str, boundaries: Sequence[Any]) -> list[Segment]:
     """The segments covering every ``_id`` of type ``kind``, split at ``boundaries`` (sorted)."""

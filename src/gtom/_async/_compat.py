@@ -300,7 +300,7 @@ class Gather:
 
         return list(await asyncio.gather(*(one(job) for job in jobs)))
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = False) -> None:
         """Release what the jobs ran on (nothing to do on an event loop)."""
 
 

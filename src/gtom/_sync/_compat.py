@@ -278,10 +278,10 @@ class Gather:
         futures = [self._pool.submit(job) for job in jobs]
         return [future.result() for future in futures]
 
-    def close(self) -> None:
-        """End the pool's threads once their jobs are done."""
+    def close(self, *, wait: bool = False) -> None:
+        """End the pool's threads once their jobs are done (``wait``: before returning)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False)
+            self._pool.shutdown(wait=wait)
             self._pool = None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -17,7 +17,7 @@ from gtom._decode_oplog import call_user
 from gtom._errors import ConfigurationError, GtomError, StoppedError
 from gtom._op import Op
 from gtom._options import Options, resolve
-from gtom._position import ALL, OplogPosition, check_timestamp
+from gtom._position import ALL, OplogPosition, check_timestamp, next_timestamp
 from gtom._retry import translate
 from gtom._segments import DirectReadProgress
 from gtom._servers import MONGOD
@@ -26,7 +26,6 @@ from gtom._sync.change_stream import (
     ChangeStreamFollower,
     StreamPosition,
     classify_open_error,
-    next_timestamp,
     open_stream,
 )
 from gtom._sync.direct_read import DirectReads
@@ -65,11 +64,27 @@ class OpCtx:
     An asyncio context belongs to the event loop that started it; a sync one works from any thread.
     """
 
-    def __init__(self, client: MongoClient[Any], options: Options) -> None:
-        """Internal: use `start`."""
+    def __init__(
+        self,
+        client: MongoClient[Any],
+        options: Options,
+        *,
+        shared: tuple[OpQueue[Op], OpQueue[Exception]] | None = None,
+        on_copied: Callable[[], None] | None = None,
+    ) -> None:
+        """Internal: use `start`.
+
+        ``shared``: the ``(op_c, err_c)`` of a multi-shard context this one feeds; it then leaves
+        closing them to its owner, and calls ``on_copied`` instead once its direct reads are done.
+        """
         self.options = options
-        self.op_c: OpQueue[Op] = OpQueue(options.channel_size)
-        self.err_c: OpQueue[Exception] = OpQueue(ERR_C_SIZE)
+        if shared is None:
+            self.op_c: OpQueue[Op] = OpQueue(options.channel_size)
+            self.err_c: OpQueue[Exception] = OpQueue(ERR_C_SIZE)
+        else:
+            self.op_c, self.err_c = shared
+        self._owns_queues = shared is None
+        self._on_copied = on_copied
         self._client = client
         self._lock = Lock()
         self._stopped = False
@@ -126,7 +141,9 @@ class OpCtx:
 
     def _direct_reads_done(self) -> None:
         self._tail_gate.set()
-        if not self._jobs:  # nothing tails: the context's work is done once the copy is
+        if self._on_copied is not None:
+            self._on_copied()
+        elif not self._jobs:  # nothing tails: the context's work is done once the copy is
             self.op_c.close()
 
     def _stream_start(self, after: Timestamp | None) -> Timestamp | None:
@@ -168,6 +185,15 @@ class OpCtx:
             self._client, self.options, stream_id, position, self.op_c, self.err_c, lane, stream
         )
         self._start(f"stream:{stream_id}", follower)
+
+    def tails(self) -> bool:
+        """Whether this context tails anything (the oplog or a change stream)."""
+        return bool(self._jobs)
+
+    @property
+    def copied(self) -> bool:
+        """Whether every direct read has queued its last op (True without any)."""
+        return self._direct is None or self._direct.done.is_set()
 
     @property
     def resume_tokens(self) -> dict[str, Mapping[str, Any]]:
@@ -238,19 +264,34 @@ class OpCtx:
         Returns within about a second even if nobody takes ops from ``op_c``; ops already queued
         can still be iterated.
         """
+        workers = self._halt()
+        self._settle(workers, time.monotonic() + STOP_TIMEOUT)
+
+    def _halt(self) -> list[Worker]:
+        """Tell every job to end, at once; the workers to wait for."""
         with self._lock:
             self._stopped = True
             workers = list(self._workers)
-            for job, _ in self._jobs.values():
+            jobs = list(self._jobs.values())
+            for job, _ in jobs:
                 job.halt()
             if self._direct is not None:
                 self._direct.halt()
         self._tail_gate.set()  # held tailing jobs see they are halted and end
-        self.op_c.close()
-        self.err_c.close()
+        if self._owns_queues:
+            self.op_c.close()
+            self.err_c.close()
+        else:  # the queues go on for the other shards: silence only this context's producers
+            for job, _ in jobs:
+                self.op_c.cancel_lane(job.lane)
+            if self._direct is not None:
+                self.op_c.cancel_lane(self._direct.lane)
         for worker in workers:
             worker.cancel()
-        deadline = time.monotonic() + STOP_TIMEOUT
+        return workers
+
+    def _settle(self, workers: list[Worker], deadline: float) -> None:
+        """Wait for halted ``workers`` until ``deadline`` (monotonic), then release streams."""
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
