@@ -54,6 +54,19 @@ class Tail:
                 out.append(json_util.loads(line))
         return out
 
+    def lines_until(self, last: Any, timeout: float = 20) -> list[dict[str, Any]]:
+        """Lines up to and including the first one ``last(line)`` holds for."""
+        assert self.proc.stdout is not None
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line:
+                out.append(json_util.loads(line))
+                if last(out[-1]):
+                    return out
+        raise AssertionError(f"no final line within {timeout}s: {out}")
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=10)

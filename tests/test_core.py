@@ -148,6 +148,7 @@ def test_op_helpers() -> None:
 
 
 EXPORTED = {
+    "AsyncMultiOpCtx",
     "AsyncOpCtx",
     "AsyncOpQueue",
     "CallbackError",
@@ -156,6 +157,7 @@ EXPORTED = {
     "DirectReadProgress",
     "GtomError",
     "HistoryLostError",
+    "MultiOpCtx",
     "NotAuthorizedError",
     "NotReplicaSetError",
     "Op",
@@ -166,15 +168,20 @@ EXPORTED = {
     "Ordering",
     "ServerError",
     "ServerUnavailableError",
+    "ShardInfo",
     "Source",
     "StoppedError",
     "Txn",
     "__version__",
     "chain_op_filters",
+    "consistent",
     "first_op_timestamp",
+    "get_shards",
     "last_op_timestamp",
     "start",
     "start_async",
+    "start_multi",
+    "start_multi_async",
 }
 
 

@@ -17,9 +17,12 @@ from typing import Any, overload
 from bson import Timestamp
 from pymongo import AsyncMongoClient, MongoClient
 
+from gtom import consistent
+from gtom._async import multi as _async_multi
 from gtom._async import oplog as _async_oplog
 from gtom._async._compat import OpQueue as AsyncOpQueue
 from gtom._async.ctx import AsyncOpCtx, start_async
+from gtom._async.multi import AsyncMultiOpCtx, start_multi_async
 from gtom._errors import (
     CallbackError,
     ConfigurationError,
@@ -35,13 +38,17 @@ from gtom._errors import (
 from gtom._op import Op, OpFilter, Ordering, Source, Txn, chain_op_filters
 from gtom._options import Options
 from gtom._segments import DirectReadProgress
+from gtom._shards import ShardInfo
+from gtom._sync import multi as _sync_multi
 from gtom._sync import oplog as _sync_oplog
 from gtom._sync._compat import OpQueue
 from gtom._sync.ctx import OpCtx, start
+from gtom._sync.multi import MultiOpCtx, start_multi
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncMultiOpCtx",
     "AsyncOpCtx",
     "AsyncOpQueue",
     "CallbackError",
@@ -50,6 +57,7 @@ __all__ = [
     "DirectReadProgress",
     "GtomError",
     "HistoryLostError",
+    "MultiOpCtx",
     "NotAuthorizedError",
     "NotReplicaSetError",
     "Op",
@@ -60,15 +68,20 @@ __all__ = [
     "Ordering",
     "ServerError",
     "ServerUnavailableError",
+    "ShardInfo",
     "Source",
     "StoppedError",
     "Txn",
     "__version__",
     "chain_op_filters",
+    "consistent",
     "first_op_timestamp",
+    "get_shards",
     "last_op_timestamp",
     "start",
     "start_async",
+    "start_multi",
+    "start_multi_async",
 ]
 
 
@@ -100,3 +113,20 @@ def first_op_timestamp(
     if isinstance(client, AsyncMongoClient):
         return _async_oplog.first_op_timestamp(client, options)
     return _sync_oplog.first_op_timestamp(client, options)
+
+
+@overload
+def get_shards(config_client: MongoClient[Any]) -> list[ShardInfo]: ...
+@overload
+def get_shards(config_client: AsyncMongoClient[Any]) -> Coroutine[Any, Any, list[ShardInfo]]: ...
+def get_shards(
+    config_client: MongoClient[Any] | AsyncMongoClient[Any],
+) -> list[ShardInfo] | Coroutine[Any, Any, list[ShardInfo]]:
+    """The shards listed in ``config.shards`` (read through a config server or a mongos client).
+
+    Give each shard's `ShardInfo.get_url` to a client, and the clients to `start_multi`. A
+    coroutine for an ``AsyncMongoClient``.
+    """
+    if isinstance(config_client, AsyncMongoClient):
+        return _async_multi.get_shards(config_client)
+    return _sync_multi.get_shards(config_client)

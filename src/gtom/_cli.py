@@ -22,10 +22,12 @@ from bson import Timestamp
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import PyMongoError
+from pymongo.uri_parser import parse_uri
 
 import gtom
 from gtom._jsonl import op_line
 from gtom._op import Op
+from gtom.consistent import consistent_hash_filter_from_file
 
 __all__ = ["main"]
 
@@ -145,6 +147,24 @@ def _build_parser() -> _Parser:
         help="start after: now (default), oldest, or a timestamp SECONDS[.INCREMENT]",
     )
     tail.add_argument(
+        "--shards-from",
+        metavar="CONFIG_URI",
+        help="tail every shard of a sharded cluster through its own oplog: the shards are read "
+        "from config.shards of this config server (credentials and TLS options of this URI are "
+        "used for the shards too), and shards added later are followed as well",
+    )
+    tail.add_argument(
+        "--worker",
+        metavar="NAME",
+        help="with --workers-file: print only this worker's share of the changes (by _id, on a "
+        "consistent-hash ring; commands go to every worker)",
+    )
+    tail.add_argument(
+        "--workers-file",
+        metavar="PATH",
+        help='TOML file listing every worker: Workers = ["Tom", "Dick", "Harry"]',
+    )
+    tail.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT,
@@ -171,17 +191,22 @@ def tail(
     client: MongoClient[Any], options: gtom.Options, out: TextIO, *, canonical: bool = False
 ) -> int:
     """Print ``client``'s changes to ``out`` until interrupted (SIGINT/SIGTERM) or a fatal error."""
-    ctx = gtom.start(client, options)
+    return print_ops(gtom.start(client, options), out, canonical=canonical)
+
+
+def print_ops(ctx: gtom.OpCtx, out: TextIO, *, canonical: bool = False, what: str = "") -> int:
+    """Print the ops of a started context to ``out`` until it ends or a signal stops it."""
     _stop_on_signals(ctx)
+    options = ctx.options
     if options.change_stream_ns:
         streams = ", ".join(ns or "(whole deployment)" for ns in options.change_stream_ns)
         doing = f"tailing change streams of {streams}"
     elif not options.oplog_disabled:
-        doing = "tailing the oplog"
+        doing = f"tailing the oplog{what}"
     else:
         doing = ""
     if options.direct_read_ns:
-        copying = f"copying {', '.join(options.direct_read_ns)}"
+        copying = f"copying {', '.join(options.direct_read_ns)}{what}"
         doing = f"{copying}, then {doing}" if doing else copying
         threading.Thread(target=_report_copy, args=(ctx,), daemon=True).start()
     print(f"gtom: {doing}; stop with Ctrl-C", file=sys.stderr, flush=True)
@@ -232,7 +257,16 @@ def _run_tail(args: argparse.Namespace) -> int:
     after = _parse_after(args.after)
     if args.no_tail and not args.direct_read:
         raise UsageError("--no-tail needs --direct-read (there would be nothing to do)")
+    if (args.worker is None) != (args.workers_file is None):
+        raise UsageError("--worker and --workers-file go together (this worker's name, and all)")
+    if args.shards_from and args.change_streams:
+        raise UsageError(
+            "--shards-from tails each shard's oplog; change streams follow a sharded cluster "
+            "through mongos: use --change-streams --uri MONGOS_URI instead"
+        )
     copy = gtom.Options(direct_read_ns=list(args.direct_read))
+    if args.worker is not None:
+        copy = copy.replace(filter=consistent_hash_filter_from_file(args.worker, args.workers_file))
     if args.no_tail:
         options = copy.replace(oplog_disabled=True)
     elif args.change_streams:
@@ -243,16 +277,59 @@ def _run_tail(args: argparse.Namespace) -> int:
         options = copy.replace(namespace_filter=_tail_filter(args.ns), after=after)
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be a number of seconds > 0, got {args.timeout}")
-    try:
-        client: MongoClient[Any] = MongoClient(
-            args.uri, serverSelectionTimeoutMS=int(args.timeout * 1000)
-        )
-    except (PyMongoConfigurationError, ValueError, TypeError) as e:
-        raise UsageError(f"invalid MongoDB URI: {e}") from e
+    if args.shards_from:
+        return _tail_shards(args.shards_from, options, args)
+    client = _client(args.uri, args.timeout)
     try:
         return tail(client, options, sys.stdout, canonical=args.canonical)
     finally:
         client.close()
+
+
+def _client(uri: str, timeout: float, **kwargs: Any) -> MongoClient[Any]:
+    try:
+        return MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000), **kwargs)
+    except (PyMongoConfigurationError, ValueError, TypeError) as e:
+        raise UsageError(f"invalid MongoDB URI: {e}") from e
+
+
+def _tail_shards(config_uri: str, options: gtom.Options, args: argparse.Namespace) -> int:
+    """``--shards-from``: every shard listed by the config server, and those added later."""
+    config = _client(config_uri, args.timeout)
+    parsed = parse_uri(config_uri)
+    # The shards get the config URI's credentials and options, but their own hosts and set.
+    shared: dict[str, Any] = {
+        key: value
+        for key, value in parsed["options"].items()
+        if key.lower() not in ("replicaset", "directconnection")
+    }
+    if parsed.get("username"):
+        shared.update(username=parsed["username"], password=parsed["password"])
+    clients: list[MongoClient[Any]] = []
+
+    def open_shard(info: gtom.ShardInfo) -> MongoClient[Any]:
+        client = _client(info.get_url(), args.timeout, **shared)
+        clients.append(client)
+        return client
+
+    try:
+        shards = gtom.get_shards(config)
+        if not shards:
+            raise UsageError(f"config.shards of {redact(config_uri)} lists no shard")
+        ctx = gtom.start_multi([open_shard(info) for info in shards], options)
+        try:
+            ctx.add_shard_listener(config, None, open_shard)
+        except gtom.GtomError as e:
+            print(
+                f"gtom: warning: shards added later will not be followed: {redact(str(e))}",
+                file=sys.stderr,
+            )
+        names = ", ".join(str(info.id) for info in shards)
+        return print_ops(ctx, sys.stdout, canonical=args.canonical, what=f" of shards {names}")
+    finally:
+        for client in clients:
+            client.close()
+        config.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
