@@ -151,6 +151,7 @@ EXPORTED = {
     "AsyncMultiOpCtx",
     "AsyncOpCtx",
     "AsyncOpQueue",
+    "AuthenticationFailedError",
     "CallbackError",
     "ConfigurationError",
     "DecodeError",

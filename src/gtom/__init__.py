@@ -24,6 +24,7 @@ from gtom._async._compat import OpQueue as AsyncOpQueue
 from gtom._async.ctx import AsyncOpCtx, start_async
 from gtom._async.multi import AsyncMultiOpCtx, start_multi_async
 from gtom._errors import (
+    AuthenticationFailedError,
     CallbackError,
     ConfigurationError,
     DecodeError,
@@ -51,6 +52,7 @@ __all__ = [
     "AsyncMultiOpCtx",
     "AsyncOpCtx",
     "AsyncOpQueue",
+    "AuthenticationFailedError",
     "CallbackError",
     "ConfigurationError",
     "DecodeError",

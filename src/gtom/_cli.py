@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import threading
@@ -27,6 +26,7 @@ from pymongo.uri_parser import parse_uri
 import gtom
 from gtom._jsonl import op_line
 from gtom._op import Op
+from gtom._redact import redact
 from gtom.consistent import consistent_hash_filter_from_file
 
 __all__ = ["main"]
@@ -37,16 +37,10 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_URI = "mongodb://localhost:27017/"
 DEFAULT_TIMEOUT = 10.0
-_CREDENTIALS = re.compile(r"(mongodb(?:\+srv)?://)[^@/\s]+@")
 
 
 class UsageError(Exception):
     """A mistake on the command line or in its values: one line, exit code 2."""
-
-
-def redact(text: str) -> str:
-    """``text`` with the credentials of any MongoDB URI in it replaced by ``***``."""
-    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -174,6 +168,12 @@ def _build_parser() -> _Parser:
     tail.add_argument(
         "--canonical", action="store_true", help="canonical instead of relaxed Extended JSON"
     )
+
+    for name, text in (
+        ("run", "the daemon: deliver every change to a sink, with checkpoints (gtom[daemon])"),
+        ("check-config", "validate the daemon's settings without connecting"),
+    ):
+        commands.add_parser(name, help=text, add_help=False)
 
     demo = commands.add_parser(
         "demo",
@@ -334,6 +334,9 @@ def _tail_shards(config_uri: str, options: gtom.Options, args: argparse.Namespac
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gtom`` command line; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("run", "check-config"):
+        return _run_daemon(argv)
     try:
         args = _build_parser().parse_args(argv)
         if args.command == "tail":
@@ -353,6 +356,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _run_daemon(argv: list[str]) -> int:
+    try:
+        from gtom.daemon.cli import main as daemon_main
+    except ImportError as e:
+        return _fail(
+            f"gtom {argv[0]} needs the daemon's dependencies ({e.name} is missing): "
+            f"pip install 'gtom[daemon]'",
+            EXIT_USAGE,
+        )
+    return daemon_main(argv)
 
 
 def _fail(message: str, code: int) -> int:

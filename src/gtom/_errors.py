@@ -24,6 +24,7 @@ from typing import Any
 from bson import Timestamp
 
 __all__ = [
+    "AuthenticationFailedError",
     "CallbackError",
     "ConfigurationError",
     "DecodeError",
@@ -83,6 +84,10 @@ class NotReplicaSetError(ServerError):
 
 class NotAuthorizedError(ServerError):
     """The connected user is not allowed to read what gtom needs (e.g. ``local.oplog.rs``)."""
+
+
+class AuthenticationFailedError(NotAuthorizedError):
+    """The server refused the credentials (user name, password, mechanism or ``authSource``)."""
 
 
 class HistoryLostError(GtomError):

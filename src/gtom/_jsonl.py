@@ -10,13 +10,13 @@ from bson.binary import UuidRepresentation
 
 from gtom._op import Op, Source
 
-__all__ = ["op_document", "op_line"]
+__all__ = ["CANONICAL", "RELAXED", "op_document", "op_line"]
 
 # UUIDs decoded with a standard representation are written back as subtype-4 binaries.
-_RELAXED = json_util.RELAXED_JSON_OPTIONS.with_options(
+RELAXED = json_util.RELAXED_JSON_OPTIONS.with_options(
     uuid_representation=UuidRepresentation.STANDARD
 )
-_CANONICAL = json_util.CANONICAL_JSON_OPTIONS.with_options(
+CANONICAL = json_util.CANONICAL_JSON_OPTIONS.with_options(
     uuid_representation=UuidRepresentation.STANDARD
 )
 
@@ -50,7 +50,7 @@ def op_document(op: Op) -> dict[str, Any]:
 
 
 def _relaxed(value: Any) -> Any:
-    return json_util.default(value, _RELAXED)
+    return json_util.default(value, RELAXED)
 
 
 _fast = json.JSONEncoder(default=_relaxed, allow_nan=False, separators=(", ", ": ")).encode
@@ -68,4 +68,4 @@ def op_line(op: Op, *, canonical: bool = False) -> str:
             return _fast(document)
         except (ValueError, TypeError):
             pass
-    return json_util.dumps(document, json_options=_CANONICAL if canonical else _RELAXED)
+    return json_util.dumps(document, json_options=CANONICAL if canonical else RELAXED)

@@ -85,6 +85,9 @@ class Op:
     before: dict[str, Any] | None = None
     """Change streams only: the document before the change, when asked for
     (``Options.full_document_before_change``) and the server has it."""
+    shard: str | None = None
+    """Multi-shard contexts only: the shard whose oplog the op came from (its key in
+    ``start_multi``'s clients, or its ``config.shards`` id when a shard listener added it)."""
 
     def is_insert(self) -> bool:
         """Whether the op inserted a document (or is a document from a direct read)."""

@@ -16,7 +16,12 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from gtom._errors import GtomError, NotAuthorizedError, ServerUnavailableError
+from gtom._errors import (
+    AuthenticationFailedError,
+    GtomError,
+    NotAuthorizedError,
+    ServerUnavailableError,
+)
 
 __all__ = ["CAPPED_POSITION_LOST", "describe", "is_transient", "translate"]
 
@@ -99,7 +104,7 @@ def translate(exc: PyMongoError, what: str) -> GtomError:
             f"lost the connection to MongoDB while {what}: {describe(exc)}"
         )
     if isinstance(exc, OperationFailure) and exc.code == _AUTHENTICATION_FAILED:
-        return NotAuthorizedError(
+        return AuthenticationFailedError(
             f"authentication failed while {what}: check the user name, password and authSource "
             f"of the connection string ({describe(exc)})"
         )

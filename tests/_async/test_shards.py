@@ -97,6 +97,7 @@ async def test_every_shard_s_events_arrive_in_one_stream_in_each_shard_s_order(
 
     assert by_shard(ops) == {k: [k * 100 + n for n in range(5)] for k in range(3)}
     assert all(op.is_insert() and op.data["shard"] == op.id // 100 for op in ops)
+    assert all(op.shard == str(op.id // 100) for op in ops)  # list index, as a string
 
 
 async def test_pause_resume_and_since_act_on_every_shard(clients: Clients, db_name: str) -> None:
@@ -146,6 +147,7 @@ async def test_a_shard_added_later_is_tailed_from_the_moment_it_was_added(
 
     assert [info.id for info in added] == ["shard-new"]
     assert by_shard(ops) == {0: [0], 2: [200, 201]}
+    assert [op.shard for op in ops if op.id >= 200] == ["shard-new", "shard-new"]
     assert gtom_workers() == []
 
 

@@ -70,12 +70,15 @@ class AsyncOpCtx:
         *,
         shared: tuple[OpQueue[Op], OpQueue[Exception]] | None = None,
         on_copied: Callable[[], None] | None = None,
+        shard: str | None = None,
     ) -> None:
         """Internal: use `start_async`.
 
         ``shared``: the ``(op_c, err_c)`` of a multi-shard context this one feeds; it then leaves
         closing them to its owner, and calls ``on_copied`` instead once its direct reads are done.
+        ``shard`` labels its oplog ops (``op.shard``).
         """
+        self._shard = shard
         self.options = options
         if shared is None:
             self.op_c: OpQueue[Op] = OpQueue(options.channel_size)
@@ -174,7 +177,14 @@ class AsyncOpCtx:
     def _start_tailer(self, position: OplogPosition) -> None:
         lane = Lane(gated=True)
         tailer = OplogTailer(
-            self._client, self.options, position, self.op_c, self.err_c, lane, self._traits
+            self._client,
+            self.options,
+            position,
+            self.op_c,
+            self.err_c,
+            lane,
+            self._traits,
+            shard=self._shard,
         )
         self._start("oplog", tailer)
 

@@ -16,7 +16,7 @@ delete and the recipient's insert of a moved document come from two shards (Mong
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from bson import Timestamp
@@ -91,14 +91,20 @@ class AsyncMultiOpCtx(AsyncOpCtx):
 
     # -- shards --------------------------------------------------------------------------------
 
-    async def _add(self, client: AsyncMongoClient[Any], options: Options, label: str) -> None:
-        """Start following one more shard; its start-up error is raised, labelled."""
+    async def _add(
+        self, client: AsyncMongoClient[Any], options: Options, label: str, name: str
+    ) -> None:
+        """Start following one more shard (``op.shard`` = ``name``); errors are labelled."""
         if not isinstance(client, AsyncMongoClient):
             raise ConfigurationError(
                 f"{label}: each shard needs a pymongo.AsyncMongoClient, got {type(client).__name__}"
             )
         shard = AsyncOpCtx(
-            client, options, shared=(self.op_c, self.err_c), on_copied=self._shard_copied
+            client,
+            options,
+            shared=(self.op_c, self.err_c),
+            on_copied=self._shard_copied,
+            shard=name,
         )
         with self._lock:
             if self.stopped:
@@ -225,7 +231,7 @@ class AsyncMultiOpCtx(AsyncOpCtx):
         def since_added(client: Any, options: Options) -> Timestamp:
             return start
 
-        await self._add(client, options.replace(after=since_added), label)
+        await self._add(client, options.replace(after=since_added), label, str(info.id))
 
     # -- control -------------------------------------------------------------------------------
 
@@ -301,9 +307,13 @@ def _is_new_shard(op: Op) -> bool:
 
 
 async def start_multi_async(
-    clients: Sequence[AsyncMongoClient[Any]], options: Options | None = None
+    clients: Sequence[AsyncMongoClient[Any]] | Mapping[str, AsyncMongoClient[Any]],
+    options: Options | None = None,
 ) -> AsyncMultiOpCtx:
     """Start following every shard in ``clients`` (one client per shard) as one context.
+
+    ``clients`` is a list, or a mapping from shard names to clients; each oplog op's ``shard``
+    is its shard's name (its index in the list, as a string, for a list).
 
     ``options`` apply to each shard, ``after`` included (it is called with each shard's
     client). Change streams are shard-aware through mongos: follow them with `start_async`.
@@ -320,21 +330,25 @@ async def start_multi_async(
             "direct_read_resume is not for start_multi: copy a sharded collection through "
             "mongos to resume it"
         )
-    if not isinstance(clients, (list, tuple)):
+    if isinstance(clients, Mapping):
+        named = [(str(name), client) for name, client in clients.items()]
+    elif isinstance(clients, (list, tuple)):
+        named = [(str(i), client) for i, client in enumerate(clients)]
+    else:
         raise ConfigurationError(
             f"clients must be a list of pymongo.AsyncMongoClient (one per shard), got {clients!r}"
         )
     ctx = AsyncMultiOpCtx(options)
 
     def starter(
-        i: int, client: AsyncMongoClient[Any]
+        i: int, name: str, client: AsyncMongoClient[Any]
     ) -> Callable[[], Awaitable[BaseException | None]]:
         async def start() -> BaseException | None:
-            label = f"shard {i + 1} of {len(clients)}"
+            label = f"shard {i + 1} of {len(named)}"
             if isinstance(client, AsyncMongoClient):
                 label += f" ({_where(client)})"
             try:
-                await ctx._add(client, options, label)
+                await ctx._add(client, options, label, name)
             except Exception as e:  # every shard's start ends before the first error is raised
                 return e
             return None
@@ -343,7 +357,8 @@ async def start_multi_async(
 
     gather = Gather(_CONCURRENCY, "gtom-shard-start")
     try:
-        errors = await gather.run([starter(i, client) for i, client in enumerate(clients)])
+        jobs = [starter(i, name, client) for i, (name, client) in enumerate(named)]
+        errors = await gather.run(jobs)
     finally:
         gather.close(wait=True)
     error = next((e for e in errors if e is not None), None)

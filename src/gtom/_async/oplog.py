@@ -165,11 +165,14 @@ class OplogTailer:
         err_c: OpQueue[Exception],
         lane: Lane,
         traits: ServerTraits = MONGOD,
+        shard: str | None = None,
     ) -> None:
         """Prepare a tailer starting just after ``position``; `run` does the work.
 
-        ``traits`` says which server quirks to work around (see `gtom._servers`).
+        ``traits`` says which server quirks to work around (see `gtom._servers`); ``shard``
+        labels the ops (``op.shard``) of a shard of a multi-shard context.
         """
+        self._shard = shard
         self.position = position
         self.lane = lane
         self.error: GtomError | None = None
@@ -409,6 +412,9 @@ class OplogTailer:
             ops, position = self._pending.take(count)
             if self._fetcher is not None:
                 await self._fetcher.fill(ops)
+            if self._shard is not None:
+                for op in ops:
+                    op.shard = self._shard
             keep = self._options.filter
             if keep is not None:
                 ops = [op for op in ops if call_user("filter", keep, op)]

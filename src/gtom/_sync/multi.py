@@ -17,7 +17,7 @@ delete and the recipient's insert of a moved document come from two shards (Mong
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bson import Timestamp
@@ -92,13 +92,19 @@ class MultiOpCtx(OpCtx):
 
     # -- shards --------------------------------------------------------------------------------
 
-    def _add(self, client: MongoClient[Any], options: Options, label: str) -> None:
-        """Start following one more shard; its start-up error is raised, labelled."""
+    def _add(self, client: MongoClient[Any], options: Options, label: str, name: str) -> None:
+        """Start following one more shard (``op.shard`` = ``name``); errors are labelled."""
         if not isinstance(client, MongoClient):
             raise ConfigurationError(
                 f"{label}: each shard needs a pymongo.MongoClient, got {type(client).__name__}"
             )
-        shard = OpCtx(client, options, shared=(self.op_c, self.err_c), on_copied=self._shard_copied)
+        shard = OpCtx(
+            client,
+            options,
+            shared=(self.op_c, self.err_c),
+            on_copied=self._shard_copied,
+            shard=name,
+        )
         with self._lock:
             if self.stopped:
                 raise StoppedError("the context was stopped")
@@ -222,7 +228,7 @@ class MultiOpCtx(OpCtx):
         def since_added(client: Any, options: Options) -> Timestamp:
             return start
 
-        self._add(client, options.replace(after=since_added), label)
+        self._add(client, options.replace(after=since_added), label, str(info.id))
 
     # -- control -------------------------------------------------------------------------------
 
@@ -297,8 +303,14 @@ def _is_new_shard(op: Op) -> bool:
     return op.namespace == "config.shards" and op.is_insert()
 
 
-def start_multi(clients: Sequence[MongoClient[Any]], options: Options | None = None) -> MultiOpCtx:
+def start_multi(
+    clients: Sequence[MongoClient[Any]] | Mapping[str, MongoClient[Any]],
+    options: Options | None = None,
+) -> MultiOpCtx:
     """Start following every shard in ``clients`` (one client per shard) as one context.
+
+    ``clients`` is a list, or a mapping from shard names to clients; each oplog op's ``shard``
+    is its shard's name (its index in the list, as a string, for a list).
 
     ``options`` apply to each shard, ``after`` included (it is called with each shard's
     client). Change streams are shard-aware through mongos: follow them with `start`.
@@ -315,19 +327,23 @@ def start_multi(clients: Sequence[MongoClient[Any]], options: Options | None = N
             "direct_read_resume is not for start_multi: copy a sharded collection through "
             "mongos to resume it"
         )
-    if not isinstance(clients, (list, tuple)):
+    if isinstance(clients, Mapping):
+        named = [(str(name), client) for name, client in clients.items()]
+    elif isinstance(clients, (list, tuple)):
+        named = [(str(i), client) for i, client in enumerate(clients)]
+    else:
         raise ConfigurationError(
             f"clients must be a list of pymongo.MongoClient (one per shard), got {clients!r}"
         )
     ctx = MultiOpCtx(options)
 
-    def starter(i: int, client: MongoClient[Any]) -> Callable[[], BaseException | None]:
+    def starter(i: int, name: str, client: MongoClient[Any]) -> Callable[[], BaseException | None]:
         def start() -> BaseException | None:
-            label = f"shard {i + 1} of {len(clients)}"
+            label = f"shard {i + 1} of {len(named)}"
             if isinstance(client, MongoClient):
                 label += f" ({_where(client)})"
             try:
-                ctx._add(client, options, label)
+                ctx._add(client, options, label, name)
             except Exception as e:  # every shard's start ends before the first error is raised
                 return e
             return None
@@ -336,7 +352,8 @@ def start_multi(clients: Sequence[MongoClient[Any]], options: Options | None = N
 
     gather = Gather(_CONCURRENCY, "gtom-shard-start")
     try:
-        errors = gather.run([starter(i, client) for i, client in enumerate(clients)])
+        jobs = [starter(i, name, client) for i, (name, client) in enumerate(named)]
+        errors = gather.run(jobs)
     finally:
         gather.close(wait=True)
     error = next((e for e in errors if e is not None), None)

@@ -1,0 +1,323 @@
+"""The daemon's settings: a TOML file, ``GTOM_*`` environment variables and flags, validated.
+
+Every setting lives in a section of the file (``[source]``, ``[sink]``, ``[delivery]``,
+``[checkpoint]``, ``[metrics]``, ``[log]``) and is also the flag ``--<section>-<key>`` and the
+environment variable ``GTOM_<SECTION>_<KEY>`` (dashes for underscores in flags). A flag beats
+the environment, which beats the file, which beats the default. Lists are repeated flags or
+comma-separated environment values; ``sink.headers`` entries are ``NAME=VALUE``.
+
+Everything is validated before anything connects. Each mistake is a `ConfigError` whose message
+names the key, the bad value, where it came from, and what is allowed; its ``exit_code`` tells
+the kinds apart (`gtom.daemon.exits`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gtom._errors import ConfigurationError
+from gtom.daemon import exits
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["SECTIONS", "SINK_TYPES", "Config", "ConfigError", "load"]
+
+#: Sinks `gtom run` knows; the broker sinks come with their extras.
+SINK_TYPES = ("stdout", "file", "webhook")
+
+
+class ConfigError(ConfigurationError):
+    """A setting gtom cannot use; ``exit_code`` says which kind of mistake it is."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        """Create the error with the exit code `gtom run` ends with."""
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Section):
+    """What to follow."""
+
+    uri: str = Field("mongodb://localhost:27017/", description="connection string")
+    change_streams: bool = Field(
+        False, description="follow change streams (one per namespace) instead of the oplog"
+    )
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="databases or db.collections to follow (default: everything)",
+    )
+    direct_read: list[str] = Field(
+        default_factory=list, description="collections or views to copy whole first"
+    )
+    no_tail: bool = Field(False, description="copy the direct_read collections, then exit")
+    after: str = Field("now", description="first run only: now, oldest, or SECONDS[.INCREMENT]")
+    shards_from: str | None = Field(
+        None, description="tail every shard listed by this config server instead of uri"
+    )
+    worker: str | None = Field(None, description="this worker's name (with workers_file)")
+    workers_file: str | None = Field(None, description='TOML file: Workers = ["a", "b"]')
+    full_document: Literal["updateLookup", "default", "whenAvailable", "required"] = Field(
+        "updateLookup", description="change streams: what updates carry"
+    )
+    update_data_as_delta: bool = Field(
+        False, description="oplog updates carry their change instead of the fetched document"
+    )
+    timeout: float = Field(10.0, gt=0, description="seconds to look for the server")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Source:
+        if (self.worker is None) != (self.workers_file is None):
+            raise ValueError("source.worker and source.workers_file go together")
+        if self.no_tail and not self.direct_read:
+            raise ValueError("source.no_tail needs source.direct_read (nothing else to do)")
+        if self.shards_from and self.change_streams:
+            raise ValueError(
+                "source.shards_from tails each shard's oplog; change streams follow a sharded "
+                "cluster through mongos: set source.uri to the mongos instead"
+            )
+        for ns in [*self.namespaces, *self.direct_read]:
+            if not ns or ns.startswith(".") or ns.endswith("."):
+                raise ValueError(f"namespaces are 'db' or 'db.collection', got {ns!r}")
+        for ns in self.direct_read:
+            if "." not in ns:
+                raise ValueError(f"source.direct_read entries are 'db.collection', got {ns!r}")
+        return self
+
+
+class Sink(_Section):
+    """Where events go."""
+
+    type: str = Field("stdout", description=f"one of {', '.join(SINK_TYPES)}")
+    path: str | None = Field(None, description="file: the JSON Lines file")
+    max_bytes: int = Field(0, ge=0, description="file: rotate past this size (0: never)")
+    backups: int = Field(5, ge=0, description="file: rotated files kept")
+    fsync: bool = Field(False, description="file: fsync every batch")
+    url: str | None = Field(None, description="webhook: where to POST batches")
+    secret: str | None = Field(None, description="webhook: HMAC-SHA256 key (X-Gtom-Signature)")
+    timeout: float = Field(10.0, gt=0, description="webhook: seconds per request")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="webhook: extra headers (NAME=VALUE)"
+    )
+
+    @model_validator(mode="after")
+    def _needs(self) -> Sink:
+        if self.type == "file" and not self.path:
+            raise ValueError("sink.type = 'file' needs sink.path")
+        if self.type == "webhook" and not self.url:
+            raise ValueError("sink.type = 'webhook' needs sink.url")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"sink.url must be an http:// or https:// URL, got {self.url!r}")
+        return self
+
+
+class Delivery(_Section):
+    """How events are batched and delivered."""
+
+    batch_size: int = Field(500, ge=1, le=100_000, description="events per batch")
+    batch_wait: float = Field(0.2, gt=0, description="seconds a partial batch may wait")
+    retry_max_wait: float = Field(30.0, gt=0, description="cap of the retry backoff (seconds)")
+    format: Literal["relaxed", "canonical"] = Field("relaxed", description="Extended JSON mode")
+    on_history_lost: Literal["fail", "resnapshot"] = Field(
+        "fail", description="fail, or copy the namespaces again and tail from now"
+    )
+
+
+class Checkpoint(_Section):
+    """Where delivery progress is kept."""
+
+    store: Literal["file", "mongodb"] = Field("file", description="file or mongodb")
+    path: str = Field("gtom-checkpoint.json", description="file: the checkpoint file")
+    uri: str | None = Field(None, description="mongodb: connection string (default source.uri)")
+    collection: str = Field("gtom.checkpoints", description="mongodb: db.collection")
+    name: str = Field("default", description="mongodb: this daemon's document _id")
+
+
+class Metrics(_Section):
+    """The HTTP endpoint for /metrics, /healthz and /readyz."""
+
+    listen: str = Field("127.0.0.1:9187", description="HOST:PORT, or off")
+
+    @model_validator(mode="after")
+    def _address(self) -> Metrics:
+        if self.listen != "off":
+            host, _, port = self.listen.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ValueError(f"metrics.listen must be HOST:PORT or off, got {self.listen!r}")
+        return self
+
+
+class Log(_Section):
+    """Logging."""
+
+    format: Literal["text", "json"] = Field("text", description="text or json lines")
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="threshold")
+
+
+class Config(_Section):
+    """Every setting of `gtom run`."""
+
+    source: Source = Source()
+    sink: Sink = Sink()
+    delivery: Delivery = Delivery()
+    checkpoint: Checkpoint = Checkpoint()
+    metrics: Metrics = Metrics()
+    log: Log = Log()
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    name: field.annotation  # type: ignore[misc]
+    for name, field in Config.model_fields.items()
+}
+#: Short names for the settings used most: flag alias -> (section, key).
+ALIASES = {"uri": ("source", "uri"), "ns": ("source", "namespaces"), "sink": ("sink", "type")}
+
+
+def setting_kind(section: str, key: str) -> str:
+    """``"list"``, ``"dict"``, ``"bool"`` or ``"scalar"``: how strings become the value."""
+    annotation = str(SECTIONS[section].model_fields[key].annotation)
+    if annotation.startswith("list"):
+        return "list"
+    if annotation.startswith("dict"):
+        return "dict"
+    return "bool" if annotation == "<class 'bool'>" else "scalar"
+
+
+def _split_pairs(values: Sequence[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, eq, text = value.partition("=")
+        if not eq or not name.strip():
+            raise ConfigError(f"{what} entries are NAME=VALUE, got {value!r}", exits.BAD_VALUE)
+        pairs[name.strip()] = text
+    return pairs
+
+
+def _from_strings(section: str, key: str, values: Sequence[str], what: str) -> Any:
+    kind = setting_kind(section, key)
+    if kind == "list":
+        return [item.strip() for value in values for item in value.split(",") if item.strip()]
+    if kind == "dict":
+        return _split_pairs(values, what)
+    return values[-1]
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        message = f"cannot read the config file {path}: {e.strerror or e}"
+        raise ConfigError(message, exits.USAGE) from e
+    try:
+        document: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}", exits.MALFORMED_CONFIG) from e
+    return document
+
+
+def load(
+    path: str | None,
+    flags: Mapping[tuple[str, str], Sequence[str]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """The settings from the file at ``path`` (if any), the environment and ``flags``.
+
+    ``flags`` maps ``(section, key)`` to the strings given on the command line.
+    """
+    document = _read_file(path) if path else {}
+    origin: dict[tuple[str, str], str] = {}
+    where = path or "the config"
+    merged: dict[str, dict[str, Any]] = {}
+    for section, values in document.items():
+        if section not in SECTIONS:
+            known = ", ".join(f"[{s}]" for s in SECTIONS)
+            raise ConfigError(
+                f"unknown section [{section}] in {where} (known: {known})", exits.UNKNOWN_KEY
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"{section} in {where} must be a [{section}] table, got {values!r}",
+                exits.MALFORMED_CONFIG,
+            )
+        merged[section] = dict(values)
+        for key in values:
+            origin[(section, key)] = where
+    environ = os.environ if environ is None else environ
+    for section, model in SECTIONS.items():
+        for key in model.model_fields:
+            name = f"GTOM_{section}_{key}".upper()
+            if name in environ:
+                value = _from_strings(section, key, [environ[name]], name)
+                merged.setdefault(section, {})[key] = value
+                origin[(section, key)] = f"${name}"
+    if "GTOM_URI" in environ and ("source", "uri") not in origin:
+        merged.setdefault("source", {})["uri"] = environ["GTOM_URI"]
+        origin[("source", "uri")] = "$GTOM_URI"
+    for (section, key), values in (flags or {}).items():
+        flag = f"--{section}-{key}".replace("_", "-")
+        merged.setdefault(section, {})[key] = _from_strings(section, key, values, flag)
+        origin[(section, key)] = flag
+    return _validate(merged, origin, where)
+
+
+def _validate(
+    merged: dict[str, dict[str, Any]], origin: dict[tuple[str, str], str], where: str
+) -> Config:
+    sink_type = merged.get("sink", {}).get("type", "stdout")
+    if sink_type not in SINK_TYPES:
+        came = origin.get(("sink", "type"), where)
+        raise ConfigError(
+            f"unknown sink {sink_type!r} (sink.type, from {came}): choose one of "
+            f"{', '.join(SINK_TYPES)}",
+            exits.UNKNOWN_SINK,
+        )
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as e:
+        raise _explain(e, merged, origin, where) from None
+
+
+def _explain(
+    error: ValidationError,
+    merged: dict[str, dict[str, Any]],
+    origin: dict[tuple[str, str], str],
+    where: str,
+) -> ConfigError:
+    """One line for the first problem pydantic found."""
+    problem = error.errors(include_url=False)[0]
+    loc = [str(part) for part in problem["loc"]]
+    section = loc[0] if loc else ""
+    key = loc[1] if len(loc) > 1 else ""
+    if problem["type"] == "extra_forbidden":
+        model = SECTIONS.get(section)
+        if model is None or not key:
+            return ConfigError(f"unknown setting {'.'.join(loc)} in {where}", exits.UNKNOWN_KEY)
+        known = ", ".join(model.model_fields)
+        came = origin.get((section, key), where)
+        return ConfigError(
+            f"unknown key {section}.{key} (from {came}); [{section}] has: {known}",
+            exits.UNKNOWN_KEY,
+        )
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    if not key:  # a check across keys of a section
+        return ConfigError(message, exits.BAD_VALUE)
+    field = SECTIONS[section].model_fields.get(key)
+    allowed = f" (allowed: {field.description})" if field is not None and field.description else ""
+    value = merged.get(section, {}).get(key, problem.get("input"))
+    came = origin.get((section, key), where)
+    return ConfigError(
+        f"bad value for {section}.{key}: {value!r} (from {came}): {message}{allowed}",
+        exits.BAD_VALUE,
+    )

@@ -1,0 +1,102 @@
+"""Ops as events: a stable id, and one JSON object per event (relaxed or canonical Extended JSON).
+
+An event's id is ``<seconds>.<increment>:<index>:<namespace>:<key>``:
+
+* ``seconds.increment``: the op's timestamp (the oplog entry's, or the change event's cluster
+  time); ``copy`` for a document of a direct read, which has none;
+* ``index``: the op's place among the ops sharing that timestamp (its index in a transaction,
+  else a count that the checkpoint carries across restarts);
+* ``namespace`` and ``key``: the collection, and a 16-hex-digit BLAKE2b digest of the document's
+  ``_id`` as BSON (``-`` for commands).
+
+The same change always gets the same id, in every run and every process, so it can be used as a
+dedupe key (e.g. as ``Nats-Msg-Id``). The JSON has the fields of ``gtom tail``'s lines plus
+``event_id`` and ``document_key``; relaxed output goes through the C JSON encoder with bson's
+conversion for BSON types only, as ``mongoexport`` writes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from bson import Timestamp, json_util
+
+from gtom._jsonl import CANONICAL, RELAXED, op_document
+from gtom._op import Op, Source
+from gtom.consistent import key_of
+from gtom.daemon.sinks.base import Event
+
+__all__ = ["EventMaker", "event_id", "id_digest"]
+
+
+def id_digest(document_id: Any) -> str:
+    """16 hex digits identifying a document ``_id`` (``-`` for none)."""
+    if document_id is None:
+        return "-"
+    return hashlib.blake2b(key_of(document_id), digest_size=8).hexdigest()
+
+
+def event_id(ts: Timestamp | None, index: int, namespace: str, document_id: Any) -> str:
+    """The id of the event at ``ts`` with that index, namespace and ``_id`` (see the module)."""
+    position = "copy" if ts is None else f"{ts.time}.{ts.inc}"
+    return f"{position}:{index}:{namespace}:{id_digest(document_id)}"
+
+
+def _relaxed(value: Any) -> Any:
+    return json_util.default(value, RELAXED)
+
+
+_fast = json.JSONEncoder(default=_relaxed, allow_nan=False, separators=(",", ":")).encode
+
+
+class EventMaker:
+    """Turns ops into `Event`s in delivery order, keeping each lane's per-timestamp index.
+
+    `resume` carries a lane's index across restarts: a daemon resumed after ``count`` events at
+    ``ts`` numbers the next op at ``ts`` ``count``, as the first run would have.
+    """
+
+    def __init__(self, *, canonical: bool = False) -> None:
+        """Encode relaxed Extended JSON, or canonical if asked."""
+        self.canonical = canonical
+        self._lanes: dict[str, tuple[Timestamp, int]] = {}
+
+    def resume(self, lane: str, ts: Timestamp, count: int) -> None:
+        """Continue after ``count`` ops of ``lane`` at ``ts`` were made into events earlier."""
+        self._lanes[lane] = (ts, max(0, count))
+
+    def index_at(self, op: Op, lane: str) -> int:
+        """The index of ``op`` (the next op of ``lane``), counting it."""
+        ts = op.timestamp
+        if op.source is Source.DIRECT_READ or ts is None:
+            return 0
+        last_ts, count = self._lanes.get(lane, (None, 0))
+        index = count if last_ts == ts else 0
+        self._lanes[lane] = (ts, index + 1)
+        return op.txn.index if op.txn is not None else index
+
+    def make(self, op: Op, lane: str) -> Event:
+        """The event of ``op``, the next op of ``lane`` in delivery order."""
+        ts = None if op.source is Source.DIRECT_READ else op.timestamp
+        eid = event_id(ts, self.index_at(op, lane), op.namespace, op.id)
+        return Event(
+            id=eid,
+            namespace=op.namespace,
+            operation=op.operation,
+            document_id=op.id,
+            payload=self.encode(op, eid),
+        )
+
+    def encode(self, op: Op, eid: str) -> bytes:
+        """The JSON object of ``op`` with id ``eid``."""
+        document = {"event_id": eid, **op_document(op)}
+        document["document_key"] = None if op.id is None else {"_id": op.id}
+        if not self.canonical:
+            try:
+                return _fast(document).encode()
+            except (ValueError, TypeError):
+                pass  # NaN or infinities: bson's encoder writes them exactly
+        options = CANONICAL if self.canonical else RELAXED
+        return json_util.dumps(document, json_options=options, separators=(",", ":")).encode()

@@ -1,0 +1,99 @@
+"""The daemon's bookkeeping, pure: event ids, checkpoint marks, and what a restart skips."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from bson import Int64, ObjectId, Timestamp, json_util
+
+from gtom import Op, Source, Txn
+from gtom.daemon.checkpoint import Checkpoint, Mark
+from gtom.daemon.events import EventMaker, event_id
+from gtom.daemon.positions import ALL, Skipper, Tracker, lane_of, previous_timestamp, resume_after
+
+T1, T2 = Timestamp(100, 1), Timestamp(100, 2)
+
+
+def op(ts: Timestamp | None, _id: object = 1, **kw: object) -> Op:
+    fields: dict[str, object] = {"data": {"_id": _id}, **kw}
+    return Op(operation="i", namespace="db.c", id=_id, timestamp=ts, **fields)  # type: ignore[arg-type]
+
+
+def test_event_ids_are_position_index_namespace_and_id_digest() -> None:
+    eid = event_id(T1, 2, "db.c", ObjectId("5f0000000000000000000001"))
+    time_inc, index, ns, digest = eid.split(":")
+    assert (time_inc, index, ns, len(digest)) == ("100.1", "2", "db.c", 16)
+    assert event_id(None, 0, "db.c", 1).startswith("copy:0:db.c:")
+    assert event_id(T1, 0, "db.$cmd", None).endswith(":-")
+    assert event_id(T1, 0, "db.c", 1) != event_id(T1, 0, "db.c", Int64(1))
+
+
+def test_ops_sharing_a_timestamp_are_numbered_and_the_numbering_survives_a_restart() -> None:
+    ops = [op(T1, i) for i in range(3)] + [op(T2, 9)]
+    first = EventMaker()
+    ids = [first.make(o, "oplog").id for o in ops]
+    assert [i.split(":")[1] for i in ids] == ["0", "1", "2", "0"]
+    again = EventMaker()
+    again.resume("oplog", T1, 2)  # two were delivered before the restart
+    assert [again.make(o, "oplog").id for o in ops[2:]] == ids[2:]
+
+
+def test_transaction_ops_are_numbered_by_their_index() -> None:
+    txn = {"lsid": {"id": 1}, "txn_number": 5}
+    maker = EventMaker()
+    ids = [maker.make(op(T1, i, txn=Txn(index=i + 10, **txn)), "oplog").id for i in range(2)]  # type: ignore[arg-type]
+    assert [i.split(":")[1] for i in ids] == ["10", "11"]
+
+
+def test_payload_is_one_json_object_with_the_event_fields() -> None:
+    event = EventMaker().make(op(T1, ObjectId("5f0000000000000000000001")), "oplog")
+    document = json.loads(event.payload)
+    assert document["event_id"] == event.id and document["operation"] == "i"
+    assert document["document_key"] == {"_id": {"$oid": "5f0000000000000000000001"}}
+    assert document["timestamp"] == {"$timestamp": {"t": 100, "i": 1}}
+    nan = EventMaker().make(op(T1, 1, data={"_id": 1, "x": math.nan}), "oplog")
+    assert json_util.loads(nan.payload)["data"]["x"] != json_util.loads(nan.payload)["data"]["x"]
+    canonical = EventMaker(canonical=True).make(op(T1, 1), "oplog")
+    assert json.loads(canonical.payload)["id"] == {"$numberInt": "1"}
+
+
+def test_lanes() -> None:
+    assert lane_of(op(T1)) == "oplog"
+    assert lane_of(op(T1, shard="s1")) == "shard:s1"
+    assert lane_of(op(T1, source=Source.CHANGE_STREAM, stream_id="db")) == "stream:db"
+    assert lane_of(op(None, source=Source.DIRECT_READ)) == "copy"
+
+
+def test_tracker_counts_ops_per_timestamp_and_keeps_stream_tokens() -> None:
+    cp = Checkpoint(start=Timestamp(99, 0), oplog=Mark(Timestamp(99, 0), ALL))
+    tracker = Tracker(cp)
+    tracker.confirm([op(T1, 1), op(T1, 2)])
+    assert cp.oplog == Mark(T1, 2)
+    tracker.confirm([op(T1, 3), op(T2, 4), op(None, 5, source=Source.DIRECT_READ)])
+    assert cp.oplog == Mark(T2, 1)
+    token = {"_data": "82AB"}
+    tracker.confirm([op(T1, source=Source.CHANGE_STREAM, stream_id="db", resume_token=token)])
+    assert cp.streams["db"].token == token and cp.streams["db"].mark == Mark(T1, 1)
+    tracker.confirm([op(T1, shard="s1")])
+    assert cp.shards == {"s1": Mark(T1, 1)}
+
+
+def test_a_restart_reads_the_mark_s_timestamp_again_and_skips_what_was_delivered() -> None:
+    cp = Checkpoint(oplog=Mark(T1, 2))
+    assert resume_after(cp.oplog) == Timestamp(100, 0)  # type: ignore[arg-type]
+    assert resume_after(Mark(T1, ALL)) == T1
+    assert previous_timestamp(Timestamp(100, 0)) == Timestamp(99, 0xFFFFFFFF)
+    skipper = Skipper(cp)
+    again = [op(T1, 1), op(T1, 2), op(T1, 3), op(T2, 4)]
+    assert [skipper.skip(o, "oplog") for o in again] == [True, True, False, False]
+
+
+def test_checkpoint_round_trips_through_extended_json() -> None:
+    cp = Checkpoint(start=T1, oplog=Mark(T2, 3), copies_done=["db.c"])
+    Tracker(cp).confirm(
+        [op(T2, source=Source.CHANGE_STREAM, stream_id="", resume_token={"_data": "x"})]
+    )
+    text = json_util.dumps(cp.to_document(), json_options=json_util.CANONICAL_JSON_OPTIONS)
+    back = Checkpoint.from_document(json_util.loads(text), "test")
+    assert back.to_document() == cp.to_document()
