@@ -123,9 +123,12 @@ class Daemon:
             self.finish()
 
     def events(self) -> list[dict[str, Any]]:
+        """The complete lines of the sink file (a write in progress, or torn by kill -9, is not
+        one yet; the daemon cuts a torn line when it opens the file again)."""
         if not self.out.exists():
             return []
-        return [json_util.loads(line) for line in self.out.read_text().splitlines() if line]
+        *complete, _partial = self.out.read_bytes().split(b"\n")
+        return [json_util.loads(line) for line in complete if line]
 
     def wait_for(
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30

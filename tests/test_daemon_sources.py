@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from bson import json_util
 
 from tests.conftest import TestServer
-from tests.test_daemon import Daemon, assert_fails
+from tests.test_daemon import GTOM, Daemon, assert_fails
 
 
 def checkpoint(d: Daemon) -> dict[str, Any]:
@@ -166,3 +167,31 @@ def test_json_logs(tmp_path: Path, server: TestServer, db_name: str) -> None:
     entries = [json.loads(line) for line in d.stderr[-1].splitlines() if line.strip()]
     assert entries and all({"time", "level", "message"} <= set(e) for e in entries)
     assert any("stopping" in e["message"] for e in entries)
+
+
+def test_kill_9_during_a_copy_resumes_the_copy_where_it_was_confirmed(
+    tmp_path: Path, server: TestServer, client: Any, db_name: str
+) -> None:
+    total = 20_000
+    client[db_name].c.insert_many([{"_id": i, "pad": "x" * 200} for i in range(total)])
+    args = ("--source-direct-read", f"{db_name}.c", "--source-no-tail", "--metrics-listen", "off")
+    d = Daemon(tmp_path, server, db_name, *args)
+    d.proc = subprocess.Popen(
+        [*GTOM, *d.args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not (d.checkpoint.exists() and checkpoint(d)["copies"]):
+        assert d.proc.poll() is None, d.finish()
+        assert time.monotonic() < deadline, "no copy progress was ever checkpointed"
+        time.sleep(0.01)
+    d.kill()
+    before = len(d.events())
+    assert before < total, "the copy finished before the kill"
+
+    result = Daemon(tmp_path, server, db_name, *args).run_to_end(timeout=60)
+    assert result.returncode == 0, result.stderr
+    ids = [e["id"] for e in d.events()]
+    assert sorted(set(ids)) == list(range(total))  # none lost
+    again = len(ids) - before
+    assert again < total, "the copy started over instead of resuming"
+    print(f"killed after {before} of {total}; the resumed run delivered {again}")

@@ -51,3 +51,18 @@ def test_get_url_names_every_host_and_the_replica_set(
 def test_a_malformed_shard_document_names_the_shard(document: Any, message: str) -> None:
     with pytest.raises(gtom.ConfigurationError, match=message):
         shards_from_documents([document])
+
+
+@pytest.mark.parametrize(
+    ("like", "url"),
+    [
+        (
+            "mongodb://u:p%40w@cfg:27019/admin?replicaSet=cfg&authSource=admin&connectTimeoutMS=900",
+            "mongodb://u:p%40w@h1:1,h2:2/admin?authSource=admin&connectTimeoutMS=900&replicaSet=rs0",
+        ),
+        ("mongodb+srv://u:p@c.example.net/", "mongodb://u:p@h1:1,h2:2/?tls=true&replicaSet=rs0"),
+        ("mongodb://cfg:1/?directConnection=true", "mongodb://h1:1,h2:2/?replicaSet=rs0"),
+    ],
+)
+def test_get_url_like_another_keeps_its_credentials_and_options(like: str, url: str) -> None:
+    assert gtom.ShardInfo("rs0/h1:1,h2:2").get_url(like=like) == url

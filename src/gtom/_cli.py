@@ -21,7 +21,6 @@ from bson import Timestamp
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import PyMongoError
-from pymongo.uri_parser import parse_uri
 
 import gtom
 from gtom._jsonl import op_line
@@ -296,40 +295,40 @@ def _client(uri: str, timeout: float, **kwargs: Any) -> MongoClient[Any]:
 def _tail_shards(config_uri: str, options: gtom.Options, args: argparse.Namespace) -> int:
     """``--shards-from``: every shard listed by the config server, and those added later."""
     config = _client(config_uri, args.timeout)
-    parsed = parse_uri(config_uri)
-    # The shards get the config URI's credentials and options, but their own hosts and set.
-    shared: dict[str, Any] = {
-        key: value
-        for key, value in parsed["options"].items()
-        if key.lower() not in ("replicaset", "directconnection")
-    }
-    if parsed.get("username"):
-        shared.update(username=parsed["username"], password=parsed["password"])
     clients: list[MongoClient[Any]] = []
 
     def open_shard(info: gtom.ShardInfo) -> MongoClient[Any]:
-        client = _client(info.get_url(), args.timeout, **shared)
+        # The shards get the config URI's credentials and options, with their own hosts and set.
+        client = _client(info.get_url(like=config_uri), args.timeout)
         clients.append(client)
         return client
 
     try:
+        listen_after: Timestamp | None = None
+        if not options.oplog_disabled:
+            try:  # before reading config.shards: a shard added meanwhile is not missed
+                listen_after = gtom.last_op_timestamp(config)
+            except gtom.GtomError as e:
+                _warn(f"shards added later will not be followed: {e}")
         shards = gtom.get_shards(config)
         if not shards:
             raise UsageError(f"config.shards of {redact(config_uri)} lists no shard")
-        ctx = gtom.start_multi([open_shard(info) for info in shards], options)
-        try:
-            ctx.add_shard_listener(config, None, open_shard)
-        except gtom.GtomError as e:
-            print(
-                f"gtom: warning: shards added later will not be followed: {redact(str(e))}",
-                file=sys.stderr,
-            )
+        ctx = gtom.start_multi({str(info.id): open_shard(info) for info in shards}, options)
+        if listen_after is not None:
+            try:
+                ctx.add_shard_listener(config, None, open_shard, after=listen_after)
+            except gtom.GtomError as e:
+                _warn(f"shards added later will not be followed: {e}")
         names = ", ".join(str(info.id) for info in shards)
         return print_ops(ctx, sys.stdout, canonical=args.canonical, what=f" of shards {names}")
     finally:
         for client in clients:
             client.close()
         config.close()
+
+
+def _warn(message: str) -> None:
+    print(f"gtom: warning: {redact(message)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

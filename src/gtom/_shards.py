@@ -8,6 +8,7 @@ the first member is down (gtm keeps only the first host).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,9 @@ from typing import Any
 from gtom._errors import ConfigurationError
 
 __all__ = ["ShardInfo", "shards_from_documents"]
+
+#: scheme (+srv?), userinfo, path, query of a connection string.
+_URI = re.compile(r"^mongodb(\+srv)?://(?:([^@/?]*)@)?[^/?]*(/[^?]*)?(?:\?(.*))?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +42,33 @@ class ShardInfo:
         members = self.host.partition("/")[2] if "/" in self.host else self.host
         return [member.strip() for member in members.split(",") if member.strip()]
 
-    def get_url(self) -> str:
+    def get_url(self, like: str | None = None) -> str:
         """A connection string for the shard: every member, plus ``replicaSet`` when it has one.
 
-        Add credentials and TLS the way you add them for any client, e.g.
+        ``like``: another connection string (the config server's) whose credentials, database
+        and options the shard's gets too; its hosts and ``replicaSet``/``directConnection`` are
+        replaced. Or add credentials and TLS as for any client:
         ``MongoClient(info.get_url(), username=..., password=..., tls=True)``.
         """
-        url = "mongodb://" + ",".join(self.hosts) + "/"
-        return url + f"?replicaSet={self.replica_set}" if self.replica_set else url
+        userinfo, path, params = "", "/", []
+        if like is not None:
+            match = _URI.match(like)
+            if match is None:
+                raise ConfigurationError(f"not a MongoDB connection string: {like!r}")
+            srv, userinfo, path, query = match.group(1, 2, 3, 4)
+            path = path or "/"
+            params = [
+                p
+                for p in (query or "").split("&")
+                if p and p.split("=")[0].lower() not in ("replicaset", "directconnection")
+            ]
+            if srv and not any(p.split("=")[0].lower() in ("tls", "ssl") for p in params):
+                params.append("tls=true")  # what mongodb+srv implied
+        if self.replica_set:
+            params.append(f"replicaSet={self.replica_set}")
+        credentials = f"{userinfo}@" if userinfo else ""
+        query = "?" + "&".join(params) if params else ""
+        return f"mongodb://{credentials}{','.join(self.hosts)}{path}{query}"
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> ShardInfo:

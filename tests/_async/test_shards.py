@@ -214,3 +214,47 @@ async def test_change_streams_are_refused_with_the_way_to_follow_them(clients: C
         await gtom.start_multi_async([clients.shard(0)], gtom.Options(change_stream_ns=["a.b"]))
     with pytest.raises(gtom.ConfigurationError, match="a list of"):
         await gtom.start_multi_async(clients.shard(0))
+
+
+async def test_ops_queued_before_stop_can_still_be_iterated(clients: Clients, db_name: str) -> None:
+    shard = clients.shard(0)
+    ctx = await gtom.start_multi_async([shard], gtom.Options(namespace_filter=in_db(db_name)))
+    await shard[db_name].items.insert_many([{"_id": i} for i in range(3)])
+    await wait_until(lambda: ctx.op_c.qsize() >= 3)
+    await ctx.stop()
+    assert [op.id async for op in ctx] == [0, 1, 2]
+
+
+async def test_a_shard_added_before_the_listener_started_is_not_missed(
+    cluster: Cluster, config: Any, clients: Clients, db_name: str
+) -> None:
+    before = await gtom.last_op_timestamp(config)  # read before get_shards, as the docs say
+    await config.config.shards.insert_one({"_id": "early", "host": cluster.host(cluster.shards[2])})
+    await config.config.shards.insert_one({"_id": "0", "host": cluster.host(cluster.shards[0])})
+    added: list[Any] = []
+
+    def handler(info: gtom.ShardInfo) -> Any:
+        added.append(info.id)
+        return clients.open(info.get_url())
+
+    ctx = await gtom.start_multi_async(
+        {"0": clients.shard(0)}, gtom.Options(namespace_filter=in_db(db_name))
+    )
+    async with ctx:
+        await ctx.add_shard_listener(config, None, handler, after=before)
+        await wait_until(lambda: added == ["early"])  # "0" is followed already
+        await clients.shard(2)[db_name].items.insert_one({"_id": 200})
+        (op,) = await collect(ctx, 1)
+    assert (op.id, op.shard) == (200, "early")
+
+
+async def test_misuse_is_a_clear_error(clients: Clients, config: Any, db_name: str) -> None:
+    with pytest.raises(gtom.ConfigurationError, match="at least one shard"):
+        await gtom.start_multi_async([])
+    await clients.shard(0)[db_name].items.insert_one({"_id": 1})
+    copy_only = gtom.Options(oplog_disabled=True, direct_read_ns=[f"{db_name}.items"])
+    ctx = await gtom.start_multi_async([clients.shard(0)], copy_only)
+    async with ctx:
+        with pytest.raises(gtom.ConfigurationError, match="needs a context that tails"):
+            await ctx.add_shard_listener(config, None, clients.open)
+    assert gtom_workers() == []

@@ -59,6 +59,10 @@ class Lane:
         self.cancelled = False
 
 
+#: Longest single wait of a consumer, so that the main thread runs pending signal handlers.
+_SLICE = 0.25
+
+
 class OpQueue(Generic[T]):
     """The bounded queue ops flow through (``ctx.op_c``); safe to use from any thread.
 
@@ -74,7 +78,9 @@ class OpQueue(Generic[T]):
         # many slots at a time instead of trading one item at a time with the consumer.
         self._low_water = maxsize // 2
         self._items: deque[tuple[T, Lane | None]] = deque()
-        lock = threading.Lock()
+        # Re-entrant: a signal handler may stop the context (close the queue) while the main
+        # thread is inside get(); with a plain lock that would deadlock.
+        lock = threading.RLock()
         self._not_empty = threading.Condition(lock)
         self._not_full = threading.Condition(lock)  # room, resume, cancel or close
         self._closed = False
@@ -167,10 +173,12 @@ class OpQueue(Generic[T]):
             while not self._items:
                 if self._closed:
                     raise self._end()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                remaining = _SLICE if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
                     raise queue.Empty
-                self._not_empty.wait(remaining)
+                # In slices: a thread blocked on a lock never runs the signal handlers a signal
+                # delivered to another thread left pending (Ctrl-C, SIGTERM would wait forever).
+                self._not_empty.wait(min(remaining, _SLICE))
             return self._pop()
 
     def get_nowait(self) -> T:

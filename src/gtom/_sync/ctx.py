@@ -291,7 +291,7 @@ class OpCtx:
         if self._owns_queues:
             self.op_c.close()
             self.err_c.close()
-        else:  # the queues go on for the other shards: silence only this context's producers
+        elif not self.op_c.closed:  # the queue goes on for the other shards: silence this one's
             for job, _ in jobs:
                 self.op_c.cancel_lane(job.lane)
             if self._direct is not None:

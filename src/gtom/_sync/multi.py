@@ -88,6 +88,7 @@ class MultiOpCtx(OpCtx):
         self._stopped = False
         self._shards: list[OpCtx] = []
         self._starting = 0  # shards being started: the copy is not over while one starts
+        self._names: set[str] = set()  # every shard's name (op.shard)
         self._listeners: list[tuple[OpCtx, Worker]] = []
 
     # -- shards --------------------------------------------------------------------------------
@@ -109,6 +110,7 @@ class MultiOpCtx(OpCtx):
             if self.stopped:
                 raise StoppedError("the context was stopped")
             self._shards.append(shard)
+            self._names.add(name)
             self._starting += 1
         try:
             shard._begin()
@@ -157,33 +159,57 @@ class MultiOpCtx(OpCtx):
         config_client: MongoClient[Any],
         options: Options | None,
         handler: ShardHandler,
+        *,
+        after: Timestamp | None = None,
     ) -> None:
         """Follow shards added to the cluster from now on, as well as the current ones.
 
         Tails ``config_client``'s oplog (the config server's replica set) for inserts into
-        ``config.shards``. For each new shard, ``handler(shard_info)`` returns the client to
-        follow it with (asyncio contexts also take a coroutine function), and the shard is
-        tailed with ``options`` (None: this context's options) from the moment it was added: from
-        `SHARD_CLOCK_MARGIN` seconds before the config server recorded it, or from its oldest
-        oplog entry if that is newer. A handler that raises, or a shard that cannot be reached,
-        puts a `GtomError` on ``err_c``; the other shards keep running.
+        ``config.shards`` after ``after`` (default: now; pass `gtom.last_op_timestamp` of the
+        config server read *before* `get_shards`, so a shard added meanwhile is not missed).
+        A shard whose id is already a shard name of this context is not added twice. For each
+        new shard, ``handler(shard_info)`` returns the client to follow it with (asyncio
+        contexts also take a coroutine function), and the shard is tailed with ``options``
+        (None: this context's options) from the moment it was added: from `SHARD_CLOCK_MARGIN`
+        seconds before the config server recorded it, or from its oldest oplog entry if that is
+        newer. A handler that raises, or a shard that cannot be reached, puts a `GtomError` on
+        ``err_c``; the other shards keep running. A copy-only context (``oplog_disabled``)
+        takes no listener: it ends once its copies are done.
         """
+        if self.options.oplog_disabled:
+            raise ConfigurationError(
+                "add_shard_listener() needs a context that tails (oplog_disabled is set: the "
+                "context ends once its copies are done)"
+            )
+        if self.stopped:
+            raise StoppedError("add_shard_listener() on a context that has ended")
         shard_options = self.options if options is None else resolve(options)
         listen = Options(namespace_filter=_is_new_shard, channel_size=self.options.channel_size)
+        if after is not None:
+            since = check_timestamp(after, "add_shard_listener(after=)")
+            listen = listen.replace(after=lambda client, options: since)
         listener = OpCtx(config_client, listen, shared=(OpQueue(listen.channel_size), self.err_c))
         try:
             listener._begin()
-        except GtomError as e:
+        except BaseException as e:
             listener.stop()
-            raise _labelled(e, f"the shard listener on {_where(config_client)}") from e
+            if isinstance(e, GtomError):
+                raise _labelled(e, f"the shard listener on {_where(config_client)}") from e
+            raise
         with self._lock:
-            if self.stopped:
-                raise StoppedError("add_shard_listener() on a stopped context")
+            if not self._ended():
 
-            def listen_loop() -> None:
-                self._listen(listener, shard_options, handler)
+                def listen_loop() -> None:
+                    self._listen(listener, shard_options, handler)
 
-            self._listeners.append((listener, Worker(listen_loop, name="gtom-shard-listener")))
+                worker = Worker(listen_loop, name="gtom-shard-listener")
+                self._listeners.append((listener, worker))
+                return
+        listener.stop()  # the context ended while the listener started
+        raise StoppedError("add_shard_listener() on a context that has ended")
+
+    def _ended(self) -> bool:
+        return self.stopped
 
     def _listen(self, listener: OpCtx, options: Options, handler: ShardHandler) -> None:
         seen: set[Any] = set()
@@ -192,7 +218,9 @@ class MultiOpCtx(OpCtx):
                 op = listener.op_c.get()
                 try:
                     info = ShardInfo.from_document(op.data or {})
-                    if info.id in seen:
+                    with self._lock:
+                        known = info.id in seen or str(info.id) in self._names
+                    if known:
                         continue
                     seen.add(info.id)
                     added = op.timestamp or Timestamp(0, 0)  # oplog ops always have one
@@ -335,6 +363,8 @@ def start_multi(
         raise ConfigurationError(
             f"clients must be a list of pymongo.MongoClient (one per shard), got {clients!r}"
         )
+    if not named:
+        raise ConfigurationError("clients is empty: give start_multi at least one shard's client")
     ctx = MultiOpCtx(options)
 
     def starter(i: int, name: str, client: MongoClient[Any]) -> Callable[[], BaseException | None]:
@@ -351,14 +381,19 @@ def start_multi(
         return start
 
     gather = Gather(_CONCURRENCY, "gtom-shard-start")
+    ctx._starting += 1  # no copy is over before every shard has started
     try:
         jobs = [starter(i, name, client) for i, (name, client) in enumerate(named)]
         errors = gather.run(jobs)
+        error = next((e for e in errors if e is not None), None)
+        if error is not None:
+            raise error
+    except BaseException:  # a shard's error, or the caller gave up (cancelled, interrupted)
+        ctx.stop()
+        raise
     finally:
         gather.close(wait=True)
-    error = next((e for e in errors if e is not None), None)
-    if error is not None:
-        ctx.stop()
-        raise error
+        with ctx._lock:
+            ctx._starting -= 1
     ctx._shard_copied()  # a copy that ended while other shards were starting
     return ctx

@@ -2,9 +2,9 @@
 
 A `Checkpoint` holds the time the first run started tailing, the oplog position (per shard when
 following shards), each change stream's resume token (kept fresh while the stream is idle),
-and the direct reads already complete. Every position is a `Mark`: a timestamp and how many
-events at that timestamp were delivered, so a restart skips exactly those and numbers the rest as
-the first run would have (event ids stay stable).
+the direct reads already complete, and the segment positions of those under way. Every position
+is a `Mark`: a timestamp and how many events at that timestamp were delivered, so a restart skips
+exactly those and numbers the rest as the first run would have (event ids stay stable).
 
 Two stores implement `CheckpointStore`: `FileStore` (write a temporary file, fsync, rename, fsync
 the directory: a crash leaves the old or the new checkpoint, never half of one) and `MongoStore`
@@ -91,6 +91,8 @@ class Checkpoint:
     """Per ``change_stream_ns`` entry: where the stream is."""
     copies_done: list[str] = field(default_factory=list)
     """Direct reads whose every document was delivered."""
+    copies: dict[str, Any] = field(default_factory=dict)
+    """Unfinished direct reads: where each one's segments are (``direct_read_checkpoint()``)."""
     saved_at: _dt.datetime | None = None
     """When it was saved (set by the stores)."""
 
@@ -103,6 +105,7 @@ class Checkpoint:
             "shards": {k: v.to_document() for k, v in self.shards.items()},
             "streams": {k: v.to_document() for k, v in self.streams.items()},
             "copies_done": list(self.copies_done),
+            "copies": dict(self.copies),
             "saved_at": self.saved_at,
         }
 
@@ -122,6 +125,7 @@ class Checkpoint:
                 shards={k: Mark.from_document(v) for k, v in document["shards"].items()},
                 streams={k: StreamMark.from_document(v) for k, v in document["streams"].items()},
                 copies_done=[str(ns) for ns in document["copies_done"]],
+                copies=dict(document.get("copies") or {}),
                 saved_at=document.get("saved_at"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:

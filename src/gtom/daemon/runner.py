@@ -132,6 +132,9 @@ class Runner:
         self._sending = False
         self._copies: list[str] = []  # direct reads of this run not yet confirmed complete
         self._copy_barrier: int | None = None  # once this event is confirmed, copies are done
+        # Where the copies were when every event up to this sequence number had been read.
+        self._copy_snapshot: tuple[int, dict[str, Any]] | None = None
+        self._copy_snapshot_at = 0.0
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -243,7 +246,9 @@ class Runner:
                 )
             )
         self._copies = [ns for ns in source.direct_read if ns not in cp.copies_done]
-        options = options.replace(direct_read_ns=list(self._copies))
+        resume = {ns: at for ns, at in cp.copies.items() if ns in self._copies}
+        options = options.replace(direct_read_ns=list(self._copies), direct_read_resume=resume)
+        self._copy_snapshot = None
         self._copy_barrier = None
         self._resume_numbering()
         if source.no_tail:
@@ -284,6 +289,11 @@ class Runner:
         cp = self._checkpoint
         assert self._client is not None
         assert source.shards_from is not None
+        listen_after: Timestamp | None = None
+        try:  # before reading config.shards: a shard added meanwhile is not missed
+            listen_after = await gtom.last_op_timestamp(self._client)
+        except gtom.GtomError as e:
+            log.warning("shards added later will not be followed: %s", e)
         shards = await gtom.get_shards(self._client)
         if not shards:
             raise ConfigError(
@@ -311,14 +321,21 @@ class Runner:
         ctx = await gtom.start_multi_async(clients, options)
         assert isinstance(ctx, gtom.AsyncMultiOpCtx)
 
-        def open_shard(info: gtom.ShardInfo) -> AsyncMongoClient[Any]:
-            return self._open_client(info.get_url(), f"shard {info.id}")
-
-        try:
-            await ctx.add_shard_listener(self._client, None, open_shard)
-        except gtom.GtomError as e:
-            log.warning("shards added later will not be followed: %s", e)
+        if listen_after is not None:
+            try:
+                await ctx.add_shard_listener(
+                    self._client, None, self._open_shard, after=listen_after
+                )
+            except gtom.GtomError as e:
+                log.warning("shards added later will not be followed: %s", e)
         return ctx
+
+    def _open_shard(self, info: gtom.ShardInfo) -> AsyncMongoClient[Any]:
+        """A client of a shard, with the credentials and options of ``source.shards_from``."""
+        assert self.config.source.shards_from is not None
+        return self._open_client(
+            info.get_url(like=self.config.source.shards_from), f"shard {info.id}"
+        )
 
     async def _now_or_after(self, *, streams: bool) -> Timestamp:
         """Where a first run starts: ``source.after``, or the server's time now."""
@@ -466,6 +483,8 @@ class Runner:
             self._seq += 1
             if copied and self._copy_barrier is None:
                 self._copy_barrier = self._seq  # every copied document is at or before it
+            if self._copies and ctx.op_c.empty() and not copied:
+                self._snapshot_copies(ctx)
             self.metrics.events_in[(op.namespace, op.operation)] += 1
             self.metrics.queue_depth += 1
             batch.append((event, op, self._seq))
@@ -498,12 +517,25 @@ class Runner:
         if changed:
             await self._save()
 
+    def _snapshot_copies(self, ctx: gtom.AsyncOpCtx) -> None:
+        """Everything the copies queued has been read: their positions, saved once confirmed.
+
+        (``direct_read_checkpoint()`` follows the ops *queued*, so it is only taken while
+        ``op_c`` is empty; no await separates the check from the snapshot.)
+        """
+        now = time.monotonic()
+        if now - self._copy_snapshot_at < 0.5 or isinstance(ctx, gtom.AsyncMultiOpCtx):
+            return
+        self._copy_snapshot_at = now
+        self._copy_snapshot = (self._seq, ctx.direct_read_checkpoint())
+
     def _copies_confirmed(self) -> bool:
         if self._copy_barrier is None or self._acked < self._copy_barrier or not self._copies:
             return False
         for ns in self._copies:
             if ns not in self._checkpoint.copies_done:
                 self._checkpoint.copies_done.append(ns)
+            self._checkpoint.copies.pop(ns, None)
         log.info("copy complete: %s", ", ".join(self._copies))
         self._copies = []
         return True
@@ -557,6 +589,10 @@ class Runner:
                     server_time = float(op.timestamp.time)
                 self.metrics.delivered(op.namespace, op.operation, server_time)
             self.metrics.queue_depth -= len(batch)
+            snapshot = self._copy_snapshot
+            if snapshot is not None and snapshot[0] <= self._acked and self._copies:
+                self._checkpoint.copies = snapshot[1]
+                self._copy_snapshot = None
             self._copies_confirmed()
             await self._save()
             self._sending = False
