@@ -270,4 +270,3 @@ def test_json_lines_match_bson_relaxed_extended_json() -> None:
         op = Op("i", "db.c", id=name, data={"_id": name, "v": value}, timestamp=Timestamp(5, 1))
         expected = json_util.dumps(op_document(op), json_options=relaxed)
         assert json.loads(op_line(op)) == json.loads(expected), name
-
