@@ -448,3 +448,23 @@ def test_check_config_validates_without_connecting(tmp_path: Path) -> None:
     )
     result = run("check-config", "--config", str(tmp_path / "gtom.toml"))
     assert result.returncode == 0 and "config OK" in result.stdout
+
+
+def test_a_second_signal_exits_at_once(
+    daemon: Callable[..., Daemon], hook: str, client: Any, db_name: str
+) -> None:
+    d = daemon("--sink", "webhook", "--sink-url", hook).start()
+    Hook.failing.set()  # the first signal would wait up to 8 s for the sink
+    client[db_name].c.insert_one({"_id": 1})
+    deadline = time.monotonic() + 20
+    while Hook.refused < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    started = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    d.finish()
+    assert d.proc.returncode == 130
+    assert time.monotonic() - started < 2

@@ -49,7 +49,7 @@ def test_the_sharding_example_follows_every_shard_and_one_added_later(
 
     def fake_print(*args: Any) -> None:
         line = " ".join(map(str, args))
-        if line.endswith(".c 1") or line.endswith(".c 2"):
+        if line.endswith((".c 1 one", ".c 2 two")):
             lines.append(line)
         if len(lines) == 2:
             raise Enough
@@ -77,4 +77,4 @@ def test_the_sharding_example_follows_every_shard_and_one_added_later(
     for client in opened:
         client.close()
     assert not runner.is_alive() and not failure, failure
-    assert sorted(lines) == [f"i {db}.c 1", f"i {db}.c 2"]
+    assert sorted(lines) == [f"i {db}.c 1 one", f"i {db}.c 2 two"]
