@@ -32,6 +32,9 @@ import pytest
 import pytest_asyncio
 from pymongo import AsyncMongoClient, MongoClient
 
+#: Real brokers (nats-server, redis-server, Kafka) for the sink tests, as fixtures.
+pytest_plugins = ["tests.broker_fixtures", "tests.kafka_broker"]
+
 EXTERNAL_URI = os.environ.get("GTOM_TEST_MONGODB_URI")
 #: pymongo 4.20's AsyncMongoClient leaks a socket when a connection fails (refused, or the server
 #: went away); reproduced without gtom. Tests that provoke that collect the garbage themselves and

@@ -32,7 +32,13 @@ else:  # pragma: no cover - Python 3.10
 __all__ = ["SECTIONS", "SINK_TYPES", "Config", "ConfigError", "load"]
 
 #: Sinks `gtom run` knows; the broker sinks come with their extras.
-SINK_TYPES = ("stdout", "file", "webhook")
+SINK_TYPES = ("stdout", "file", "webhook", "nats", "redis", "kafka")
+#: Where each broker sink sends a namespace's events by default ({namespace}, {db}, {coll}).
+DEFAULT_TARGETS = {
+    "nats": "gtom.{namespace}",
+    "redis": "gtom:{namespace}",
+    "kafka": "gtom.{namespace}",
+}
 
 
 class ConfigError(ConfigurationError):
@@ -105,7 +111,19 @@ class Sink(_Section):
     max_bytes: int = Field(0, ge=0, description="file: rotate past this size (0: never)")
     backups: int = Field(5, ge=0, description="file: rotated files kept")
     fsync: bool = Field(False, description="file: fsync every batch")
-    url: str | None = Field(None, description="webhook: where to POST batches")
+    url: str | None = Field(
+        None,
+        description="webhook: where to POST batches; nats: nats://HOST:PORT[,...]; redis: "
+        "redis://HOST:PORT[/DB]; kafka: HOST:PORT[,...] (the bootstrap servers)",
+    )
+    target: str | None = Field(
+        None,
+        description="brokers: the subject (nats), stream key (redis) or topic (kafka) of a "
+        "namespace's events, from {namespace}, {db} and {coll} (default: gtom.{namespace}, "
+        "gtom:{namespace} for redis)",
+    )
+    stream: str = Field("GTOM", description="nats: the JetStream stream (created if missing)")
+    maxlen: int = Field(0, ge=0, description="redis: trim each stream to about this (0: never)")
     secret: str | None = Field(None, description="webhook: HMAC-SHA256 key (X-Gtom-Signature)")
     timeout: float = Field(10.0, gt=0, description="webhook: seconds per request")
     headers: dict[str, str] = Field(
@@ -116,11 +134,32 @@ class Sink(_Section):
     def _needs(self) -> Sink:
         if self.type == "file" and not self.path:
             raise ValueError("sink.type = 'file' needs sink.path")
-        if self.type == "webhook" and not self.url:
-            raise ValueError("sink.type = 'webhook' needs sink.url")
-        if self.url is not None and not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"sink.url must be an http:// or https:// URL, got {self.url!r}")
+        if self.type in ("webhook", "nats", "redis", "kafka") and not self.url:
+            raise ValueError(f"sink.type = {self.type!r} needs sink.url")
+        schemes = {
+            "webhook": ("http://", "https://"),
+            "nats": ("nats://", "tls://"),
+            "redis": ("redis://", "rediss://", "unix://"),
+        }.get(self.type)
+        if self.url is not None and schemes and not self.url.startswith(schemes):
+            raise ValueError(
+                f"sink.url for {self.type} must start with {' or '.join(schemes)}, got {self.url!r}"
+            )
+        if self.target is not None:
+            try:
+                self.target.format(namespace="d.c", db="d", coll="c")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(
+                    f"sink.target may use {{namespace}}, {{db}} and {{coll}}, got "
+                    f"{self.target!r} ({e!r})"
+                ) from e
         return self
+
+    def target_for(self, namespace: str) -> str:
+        """The subject, stream key or topic of ``namespace``'s events."""
+        template = self.target or DEFAULT_TARGETS.get(self.type, "gtom.{namespace}")
+        db, _, coll = namespace.partition(".")
+        return template.format(namespace=namespace, db=db, coll=coll)
 
 
 class Delivery(_Section):

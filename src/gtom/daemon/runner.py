@@ -88,9 +88,35 @@ def make_sink(config: Config) -> Sink:
             timeout=settings.timeout,
             headers=settings.headers,
         )
+    if settings.type in ("nats", "redis", "kafka"):
+        return _broker_sink(config)
     from gtom.daemon.sinks.stdout import StdoutSink
 
     return StdoutSink()
+
+
+def _broker_sink(config: Config) -> Sink:
+    settings = config.sink
+    assert settings.url is not None
+    try:
+        if settings.type == "nats":
+            from gtom.daemon.sinks.nats import NatsSink
+
+            return NatsSink(
+                settings.url,
+                subject_for=settings.target_for,
+                template=settings.target or "gtom.{namespace}",
+                stream=settings.stream,
+            )
+        if settings.type == "redis":
+            from gtom.daemon.sinks.redis import RedisSink
+
+            return RedisSink(settings.url, key_for=settings.target_for, maxlen=settings.maxlen)
+        from gtom.daemon.sinks.kafka import KafkaSink
+
+        return KafkaSink(settings.url.removeprefix("kafka://"), topic_for=settings.target_for)
+    except ImportError as e:
+        raise ConfigError(str(e), exits.UNKNOWN_SINK) from e
 
 
 def _parse_after(text: str) -> Timestamp | None:
