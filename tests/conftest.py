@@ -32,8 +32,8 @@ import pytest
 import pytest_asyncio
 from pymongo import AsyncMongoClient, MongoClient
 
-#: Real brokers (nats-server, redis-server, Kafka) for the sink tests, as fixtures.
-pytest_plugins = ["tests.broker_fixtures", "tests.kafka_broker"]
+#: Real targets for the sink tests, as fixtures: nats-server, redis-server, Kafka, a webhook.
+pytest_plugins = ["tests.broker_fixtures", "tests.kafka_broker", "tests.webhook_server"]
 
 EXTERNAL_URI = os.environ.get("GTOM_TEST_MONGODB_URI")
 #: pymongo 4.20's AsyncMongoClient leaks a socket when a connection fails (refused, or the server

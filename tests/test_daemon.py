@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import os
 import random
 import signal
@@ -15,14 +14,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from bson import json_util
 
 from tests.conftest import TestServer
+from tests.webhook_server import WebhookServer
 
 GTOM = [sys.executable, "-m", "gtom"]
 BATCH = 200
@@ -221,60 +220,17 @@ def test_kill_9_at_random_moments_loses_nothing(
     print(f"events seen at each kill: {seen_at_kill}; duplicates: {duplicates}")
 
 
-class Hook(BaseHTTPRequestHandler):
-    """A webhook that fails with 500 while ``failing`` is set, and records what it accepted."""
-
-    failing = threading.Event()
-    accepted: ClassVar[list[dict[str, Any]]] = []
-    refused = 0
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if Hook.failing.is_set():
-            Hook.refused += 1
-            self.send_response(500)
-        else:
-            Hook.accepted.extend(json.loads(body))
-            self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_OPTIONS(self) -> None:
-        self.send_response(204)
-        self.end_headers()
-
-    def do_HEAD(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def hook() -> Iterator[str]:
-    Hook.failing.clear()
-    Hook.accepted = []
-    Hook.refused = 0
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=httpd.serve_forever)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/events"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
-
-
 def test_a_failing_webhook_holds_the_checkpoint_back_and_loses_nothing(
-    daemon: Callable[..., Daemon], hook: str, client: Any, db_name: str
+    daemon: Callable[..., Daemon], webhook: WebhookServer, client: Any, db_name: str
 ) -> None:
-    d = daemon("--sink", "webhook", "--sink-url", hook, "--delivery-retry-max-wait", "0.5")
+    hook = webhook
+    d = daemon("--sink", "webhook", "--sink-url", hook.url, "--delivery-retry-max-wait", "0.5")
     d.start()
     before = json_util.loads(d.checkpoint.read_text())["oplog"]
-    Hook.failing.set()
+    hook.status = 500
     client[db_name].c.insert_many([{"_id": i} for i in range(300)])
     deadline = time.monotonic() + 20
-    while Hook.refused < 5:
+    while hook.refused < 5:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert json_util.loads(d.checkpoint.read_text())["oplog"] == before  # nothing confirmed
@@ -284,12 +240,12 @@ def test_a_failing_webhook_holds_the_checkpoint_back_and_loses_nothing(
     assert float(retries.split()[1]) >= 1
     assert "gtom_sink_healthy 0" in metrics and d.get("/readyz")[0] == 503
 
-    Hook.failing.clear()
+    hook.status = 200
     deadline = time.monotonic() + 30
-    while len({e["event_id"] for e in Hook.accepted}) < 300:
+    while len({e["event_id"] for e in hook.accepted}) < 300:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert sorted({e["id"] for e in Hook.accepted}) == list(range(300))
+    assert sorted({e["id"] for e in hook.accepted}) == list(range(300))
     assert d.get("/readyz")[0] == 200
     assert d.terminate() == 0
     assert json_util.loads(d.checkpoint.read_text())["oplog"]["ts"] > before["ts"]
@@ -451,13 +407,14 @@ def test_check_config_validates_without_connecting(tmp_path: Path) -> None:
 
 
 def test_a_second_signal_exits_at_once(
-    daemon: Callable[..., Daemon], hook: str, client: Any, db_name: str
+    daemon: Callable[..., Daemon], webhook: WebhookServer, client: Any, db_name: str
 ) -> None:
-    d = daemon("--sink", "webhook", "--sink-url", hook).start()
-    Hook.failing.set()  # the first signal would wait up to 8 s for the sink
+    hook = webhook
+    d = daemon("--sink", "webhook", "--sink-url", hook.url).start()
+    hook.status = 500  # the first signal would wait up to 8 s for the sink
     client[db_name].c.insert_one({"_id": 1})
     deadline = time.monotonic() + 20
-    while Hook.refused < 1:
+    while hook.refused < 1:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert d.proc is not None

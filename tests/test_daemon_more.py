@@ -4,51 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from threading import Thread
 from typing import Any
 
-import pytest
 from bson import json_util
 
 from tests.conftest import Cluster, TestServer
 from tests.test_daemon import Daemon, assert_fails
-
-
-class Refusing(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        body = b'{"error": "schema mismatch"}'
-        self.send_response(400)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_OPTIONS(self) -> None:
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def refusing_hook() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    thread = Thread(target=httpd.serve_forever)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+from tests.webhook_server import WebhookServer
 
 
 def test_a_sink_that_refuses_for_good_stops_with_exit_18_and_keeps_the_checkpoint(
-    tmp_path: Path, server: TestServer, client: Any, db_name: str, refusing_hook: str
+    tmp_path: Path, server: TestServer, client: Any, db_name: str, webhook: WebhookServer
 ) -> None:
-    d = Daemon(tmp_path, server, db_name, "--sink", "webhook", "--sink-url", refusing_hook)
+    webhook.status, webhook.reply = 400, b'{"error": "schema mismatch"}'
+    d = Daemon(tmp_path, server, db_name, "--sink", "webhook", "--sink-url", webhook.url)
     d.start()
     before = json_util.loads(d.checkpoint.read_text())["oplog"]
     client[db_name].c.insert_one({"_id": 1})

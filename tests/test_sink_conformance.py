@@ -13,9 +13,7 @@ import contextlib
 import io
 import json
 import socket
-import threading
 from collections.abc import AsyncIterator, Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from gtom import Op
 from gtom.daemon.events import EventMaker
 from gtom.daemon.sinks import Event, FileSink, Sink, SinkError, SinkUnavailableError, StdoutSink
 from tests.broker_fixtures import Broker
+from tests.webhook_server import WebhookServer
 
 SINKS = ["stdout", "file", "webhook", "nats", "redis", "kafka"]
 #: Sinks with a remote target that can be down or absent (a local stream or file cannot).
@@ -100,41 +99,14 @@ class FileHarness(Harness):
         return [json.loads(line) for line in self.path.read_bytes().splitlines()]
 
 
-class Hook(BaseHTTPRequestHandler):
-    harness: WebhookHarness
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.harness.failing:
-            self.send_response(503)
-        else:
-            self.harness.accepted.extend(json.loads(body))
-            self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_OPTIONS(self) -> None:
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 class WebhookHarness(Harness):
     def __init__(self) -> None:
-        self.failing = False
-        self.accepted: list[dict[str, Any]] = []
-        handler = type("BoundHook", (Hook,), {"harness": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/events"
+        self.server = WebhookServer()
 
     async def make(self) -> Sink:
         from gtom.daemon.sinks.webhook import WebhookSink
 
-        return WebhookSink(self.url, timeout=5)
+        return WebhookSink(self.server.url, timeout=5)
 
     def unreachable(self) -> Sink | None:
         from gtom.daemon.sinks.webhook import WebhookSink
@@ -142,18 +114,16 @@ class WebhookHarness(Harness):
         return WebhookSink(f"http://127.0.0.1:{free_port()}/", timeout=2)
 
     async def stored(self) -> list[dict[str, Any]]:
-        return list(self.accepted)
+        return list(self.server.accepted)
 
     def down(self) -> None:
-        self.failing = True
+        self.server.status = 503
 
     def up(self) -> None:
-        self.failing = False
+        self.server.status = 200
 
     async def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
+        self.server.close()
 
 
 class NatsHarness(Harness):
