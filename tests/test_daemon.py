@@ -425,3 +425,35 @@ def test_a_second_signal_exits_at_once(
     d.finish()
     assert d.proc.returncode == 130
     assert time.monotonic() - started < 2
+
+
+def test_sigterm_gives_up_on_a_hanging_sink_within_10_s(
+    daemon: Callable[..., Daemon], webhook: WebhookServer, client: Any, db_name: str
+) -> None:
+    webhook.delay = 60  # answers after a minute; the sink would wait sink.timeout = 30 s
+    d = daemon("--sink", "webhook", "--sink-url", webhook.url, "--sink-timeout", "30").start()
+    before = json_util.loads(d.checkpoint.read_text())["oplog"]
+    client[db_name].c.insert_one({"_id": 1})
+    deadline = time.monotonic() + 20
+    while webhook.received < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert d.terminate() == 0  # within 10 s (asserted by terminate)
+    assert json_util.loads(d.checkpoint.read_text())["oplog"] == before
+
+
+def test_a_quiet_namespace_s_position_keeps_up_with_the_oplog(
+    daemon: Callable[..., Daemon], client: Any, db_name: str
+) -> None:
+    d = daemon().start()
+    client[db_name].c.insert_one({"_id": 1})
+    (event,) = d.wait_for(lambda events: len(events) == 1)
+    delivered = event["timestamp"]
+    client[f"{db_name}_busy"].c.insert_many([{"_id": i} for i in range(50)])  # not followed
+    client[f"{db_name}_busy"].c.insert_one({"_id": "last"})
+    deadline = time.monotonic() + 15
+    while json_util.loads(d.checkpoint.read_text())["oplog"]["ts"] <= delivered:
+        assert time.monotonic() < deadline, "the idle position never moved"
+        time.sleep(0.1)
+    assert len(d.events()) == 1
+    assert d.terminate() == 0

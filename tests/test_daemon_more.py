@@ -58,3 +58,27 @@ def test_following_shards_checkpoints_each_shard(
         assert again.terminate() == 0
     finally:
         config.close()
+
+
+def test_copying_through_shards_reads_every_shard_s_part(
+    tmp_path: Path, cluster: Cluster, db_name: str
+) -> None:
+    config = cluster.config.client()
+    try:
+        config.config.shards.delete_many({})
+        shards = cluster.shards[1:]
+        config.config.shards.insert_many(
+            [{"_id": f"s{k}", "host": cluster.host(s)} for k, s in enumerate(shards, 1)]
+        )
+        for k, shard in enumerate(shards, 1):
+            shard.admin[db_name].c.insert_many([{"_id": k * 100 + i} for i in range(5)])
+        args = (
+            *("--source-shards-from", cluster.config.uri, "--source-direct-read", f"{db_name}.c"),
+            *("--source-no-tail", "--metrics-listen", "off"),
+        )
+        d = Daemon(tmp_path, cluster.shards[0], db_name, *args)
+        result = d.run_to_end()
+        assert result.returncode == 0, result.stderr
+        assert sorted(e["id"] for e in d.events()) == [*range(100, 105), *range(200, 205)]
+    finally:
+        config.close()

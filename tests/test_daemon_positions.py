@@ -97,3 +97,17 @@ def test_checkpoint_round_trips_through_extended_json() -> None:
     text = json_util.dumps(cp.to_document(), json_options=json_util.CANONICAL_JSON_OPTIONS)
     back = Checkpoint.from_document(json_util.loads(text), "test")
     assert back.to_document() == cp.to_document()
+
+
+def test_change_stream_transaction_ids_survive_a_restart_in_mid_transaction() -> None:
+    def stream_op(document: int, index: int) -> Op:
+        txn = Txn(lsid={"id": 1}, txn_number=5, index=index)
+        return op(T1, document, source=Source.CHANGE_STREAM, stream_id="db", txn=txn)
+
+    first = EventMaker()
+    ids = [first.make(stream_op(d, d), "stream:db").id for d in range(3)]
+    # A new process resumes after the first event: its decoder counts the txn from 0 again.
+    again = EventMaker()
+    again.resume("stream:db", T1, 1)
+    later = [again.make(stream_op(d, d - 1), "stream:db").id for d in (1, 2)]
+    assert later == ids[1:]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from tests.conftest import TestServer
 from tests.test_daemon import GTOM, Daemon, assert_fails
@@ -128,6 +129,18 @@ def test_lost_history_fails_with_exit_17_and_says_how_to_recover(
         client[db_name].c.insert_one({"_id": 120})
         events = again.wait_for(lambda events: any(e["id"] == 120 for e in events))
         assert again.terminate() == 0
+        saved = checkpoint(again)
+        assert saved["recopy"] == [f"{db_name}.c"] and saved["copies_done"] == saved["recopy"]
+
+        # A crash in the middle of that copy: the restarted daemon (original settings) finishes
+        # it, it does not forget it.
+        saved["copies_done"] = []
+        again.checkpoint.write_text(json_util.dumps(saved, json_options=CANONICAL_JSON_OPTIONS))
+        before = len(again.events())
+        resumed = Daemon(tmp_path, tiny_oplog_server, db_name).start()
+        events = resumed.wait_for(lambda events: len(events) >= before + 121)
+        assert sorted(e["id"] for e in events[before:]) == list(range(121))
+        assert resumed.terminate() == 0
     finally:
         client.close()
 

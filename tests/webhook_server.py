@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,11 +23,16 @@ class WebhookServer:
         self.reply = b""
         self.accepted: list[dict[str, Any]] = []  # events of the POSTs answered 2xx
         self.refused = 0  # POSTs answered otherwise
+        self.received = 0  # POSTs that arrived
+        self.delay = 0.0  # seconds to wait before answering (a webhook that hangs)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                server.received += 1
+                if server.delay:
+                    time.sleep(server.delay)
                 status, reply = server.status, server.reply
                 if 200 <= status < 300:
                     server.accepted.extend(json.loads(body))
@@ -45,6 +51,7 @@ class WebhookServer:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True  # a hanging answer does not hold up close()
         self._thread = threading.Thread(target=self._httpd.serve_forever)
         self._thread.start()
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/events"

@@ -222,6 +222,20 @@ class AsyncOpCtx:
             if isinstance(job, ChangeStreamFollower) and job.position.token is not None
         }
 
+    def oplog_positions(self) -> dict[str, Timestamp]:
+        """Where oplog tailing is: the newest entry it has read past, delivered or filtered out.
+
+        Keyed by shard name (``""`` for a single deployment; empty without oplog tailing). Like
+        `resume_tokens`, it follows the ops *queued*: once ``op_c`` is drained and those ops
+        handled, everything up to it is done, including entries the filters dropped, so a
+        quiet namespace's saved position need not fall behind the oplog's window.
+        """
+        with self._lock:
+            entry = self._jobs.get("oplog")
+        if entry is None or not isinstance(entry[0], OplogTailer):
+            return {}
+        return {self._shard or "": entry[0].position.ts}
+
     # -- receiving ops -------------------------------------------------------------------------
 
     def __aiter__(self) -> AsyncOpCtx:

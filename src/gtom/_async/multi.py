@@ -268,6 +268,15 @@ class AsyncMultiOpCtx(AsyncOpCtx):
         """Change streams are not followed shard by shard: always empty."""
         return {}
 
+    def oplog_positions(self) -> dict[str, Timestamp]:
+        """Each shard's oplog position, by shard name (see `AsyncOpCtx.oplog_positions`)."""
+        with self._lock:
+            shards = list(self._shards)
+        positions: dict[str, Timestamp] = {}
+        for shard in shards:
+            positions.update(shard.oplog_positions())
+        return positions
+
     def since(self, ts: Timestamp) -> None:
         """Restart tailing on every shard just after ``ts`` (see `AsyncOpCtx.since`)."""
         check_timestamp(ts, "since(ts)")

@@ -265,6 +265,15 @@ class MultiOpCtx(OpCtx):
         """Change streams are not followed shard by shard: always empty."""
         return {}
 
+    def oplog_positions(self) -> dict[str, Timestamp]:
+        """Each shard's oplog position, by shard name (see `OpCtx.oplog_positions`)."""
+        with self._lock:
+            shards = list(self._shards)
+        positions: dict[str, Timestamp] = {}
+        for shard in shards:
+            positions.update(shard.oplog_positions())
+        return positions
+
     def since(self, ts: Timestamp) -> None:
         """Restart tailing on every shard just after ``ts`` (see `OpCtx.since`)."""
         check_timestamp(ts, "since(ts)")

@@ -93,6 +93,9 @@ class Checkpoint:
     """Direct reads whose every document was delivered."""
     copies: dict[str, Any] = field(default_factory=dict)
     """Unfinished direct reads: where each one's segments are (``direct_read_checkpoint()``)."""
+    recopy: list[str] = field(default_factory=list)
+    """Collections copied again after lost history (``resnapshot``), besides the configured
+    ``direct_read``: a restart finishes that copy instead of forgetting it."""
     saved_at: _dt.datetime | None = None
     """When it was saved (set by the stores)."""
 
@@ -106,6 +109,7 @@ class Checkpoint:
             "streams": {k: v.to_document() for k, v in self.streams.items()},
             "copies_done": list(self.copies_done),
             "copies": dict(self.copies),
+            "recopy": list(self.recopy),
             "saved_at": self.saved_at,
         }
 
@@ -126,6 +130,7 @@ class Checkpoint:
                 streams={k: StreamMark.from_document(v) for k, v in document["streams"].items()},
                 copies_done=[str(ns) for ns in document["copies_done"]],
                 copies=dict(document.get("copies") or {}),
+                recopy=[str(ns) for ns in document.get("recopy") or []],
                 saved_at=document.get("saved_at"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -215,6 +215,15 @@ class Config(_Section):
     metrics: Metrics = Metrics()
     log: Log = Log()
 
+    @model_validator(mode="after")
+    def _across(self) -> Config:
+        if self.source.shards_from and self.delivery.on_history_lost == "resnapshot":
+            raise ValueError(
+                "delivery.on_history_lost = 'resnapshot' is not available with "
+                "source.shards_from: copy the collections through mongos instead"
+            )
+        return self
+
 
 SECTIONS: dict[str, type[_Section]] = {
     name: field.annotation  # type: ignore[misc]

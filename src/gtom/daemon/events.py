@@ -75,7 +75,12 @@ class EventMaker:
         last_ts, count = self._lanes.get(lane, (None, 0))
         index = count if last_ts == ts else 0
         self._lanes[lane] = (ts, index + 1)
-        return op.txn.index if op.txn is not None else index
+        if op.txn is not None and op.source is Source.OPLOG:
+            return op.txn.index  # from the oplog entries themselves: the same in every run
+        # A change stream's txn index counts the events this process decoded, so after a
+        # restart in mid-transaction it would start again at 0: the lane count (which the
+        # checkpoint carries across restarts) is the stable one.
+        return index
 
     def make(self, op: Op, lane: str) -> Event:
         """The event of ``op``, the next op of ``lane`` in delivery order."""

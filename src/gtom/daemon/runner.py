@@ -49,7 +49,14 @@ from gtom.daemon.config import Config, ConfigError
 from gtom.daemon.events import EventMaker
 from gtom.daemon.exits import UnknownNamespaceError
 from gtom.daemon.metrics import Metrics, serve
-from gtom.daemon.positions import ALL, Skipper, Tracker, lane_of, resume_after
+from gtom.daemon.positions import (
+    ALL,
+    Skipper,
+    Tracker,
+    lane_of,
+    previous_timestamp,
+    resume_after,
+)
 from gtom.daemon.sinks.base import Event, Sink, SinkError
 
 __all__ = ["Runner", "make_sink"]
@@ -271,19 +278,20 @@ class Runner:
                     source.worker, source.workers_file
                 )
             )
-        self._copies = [ns for ns in source.direct_read if ns not in cp.copies_done]
+        wanted = [*source.direct_read, *(ns for ns in cp.recopy if ns not in source.direct_read)]
+        self._copies = [ns for ns in wanted if ns not in cp.copies_done]
         resume = {ns: at for ns, at in cp.copies.items() if ns in self._copies}
         options = options.replace(direct_read_ns=list(self._copies), direct_read_resume=resume)
         self._copy_snapshot = None
         self._copy_barrier = None
         self._resume_numbering()
-        if source.no_tail:
-            if not self._copies:
-                log.info("every direct read is complete already: nothing to do")
-                return None
-            return await gtom.start_async(self._client, options.replace(oplog_disabled=True))
-        if source.shards_from:
+        if source.no_tail and not self._copies:
+            log.info("every direct read is complete already: nothing to do")
+            return None
+        if source.shards_from:  # copies too: each shard holds its part of a collection
             return await self._start_shards(options, fresh=fresh)
+        if source.no_tail:
+            return await gtom.start_async(self._client, options.replace(oplog_disabled=True))
         if source.change_streams:
             if fresh:
                 cp.start = await self._now_or_after(streams=True)
@@ -325,9 +333,7 @@ class Runner:
             raise ConfigError(
                 f"config.shards of {redact(source.shards_from)} lists no shard", exits.BAD_VALUE
             )
-        clients = {
-            str(info.id): self._open_client(info.get_url(), f"shard {info.id}") for info in shards
-        }
+        clients = {str(info.id): self._open_shard(info) for info in shards}
         if fresh:
             for name, client in clients.items():
                 start = _parse_after(source.after)
@@ -338,16 +344,23 @@ class Runner:
             await self._save()
         by_client = {id(client): name for name, client in clients.items()}
 
-        def after(client: Any, options: gtom.Options) -> Timestamp:
+        async def after(client: Any, options: gtom.Options) -> Timestamp:
             mark = cp.shards.get(by_client.get(id(client), ""))
-            # A shard without a mark was added after the first run started: from that start.
-            return resume_after(mark) if mark is not None else (cp.start or Timestamp(0, 0))
+            if mark is not None:
+                return resume_after(mark)
+            # A shard without a mark joined after the first run started: from that start, or
+            # all of its oplog if that is younger (as the shard listener does).
+            start = cp.start or Timestamp(0, 0)
+            oldest = await gtom.first_op_timestamp(client, options)
+            return Timestamp(0, 0) if oldest > start else start
 
         options = options.replace(namespace_filter=_tail_filter(source.namespaces), after=after)
+        if source.no_tail:
+            options = options.replace(oplog_disabled=True)
         ctx = await gtom.start_multi_async(clients, options)
         assert isinstance(ctx, gtom.AsyncMultiOpCtx)
 
-        if listen_after is not None:
+        if listen_after is not None and not source.no_tail:
             try:
                 await ctx.add_shard_listener(
                     self._client, None, self._open_shard, after=listen_after
@@ -408,6 +421,8 @@ class Runner:
             try:
                 await self._deliver(self._ctx)
             except gtom.HistoryLostError as e:
+                if self._fatal is not None:  # the sink refused the batch before the gap
+                    raise self._fatal from e
                 policy = self.config.delivery.on_history_lost
                 if policy == "fail" or resnapshots >= 2:
                     raise gtom.HistoryLostError(
@@ -429,10 +444,8 @@ class Runner:
         assert self._client is not None
         await self._ctx.stop()
         namespaces = await self._followed_collections(self._client)
-        self.config = self.config.model_copy(
-            update={"source": self.config.source.model_copy(update={"direct_read": namespaces})}
-        )
-        self._checkpoint = Checkpoint()
+        # Saved with the new start: a restart during the copy finishes it instead of forgetting it.
+        self._checkpoint = Checkpoint(recopy=namespaces)
         self._ctx = await self._start_context(fresh=True)
 
     async def _followed_collections(self, client: AsyncMongoClient[Any]) -> list[str]:
@@ -529,13 +542,27 @@ class Runner:
         if self._sending or not batches.empty() or self._acked != self._seq:
             return
         tokens = ctx.resume_tokens  # read before looking at op_c: a later op is still queued
+        positions = ctx.oplog_positions()
         if not ctx.op_c.empty():
             return
+        cp = self._checkpoint
         changed = False
         for sid, token in tokens.items():
             stream = self._checkpoint.streams.get(sid)
             if stream is None or stream.token != token:
                 self._checkpoint.streams.setdefault(sid, StreamMark()).token = token
+                changed = True
+        for shard, ts in positions.items():
+            # Entries read past while idle were all filtered out (every delivered op is
+            # confirmed), so the position may move up to just before the newest of them: a
+            # quiet namespace's position keeps up with the oplog instead of falling off it.
+            done_up_to = previous_timestamp(ts)
+            mark = cp.shards.get(shard) if shard else cp.oplog
+            if mark is not None and done_up_to > mark.ts:
+                if shard:
+                    cp.shards[shard] = Mark(done_up_to, ALL)
+                else:
+                    cp.oplog = Mark(done_up_to, ALL)
                 changed = True
         if self._copies and ctx.copied:
             self._copy_barrier = self._seq
@@ -579,7 +606,8 @@ class Runner:
             backoff = Backoff(base=0.2, cap=cap)
             while True:
                 try:
-                    await self._sink.send(events)
+                    if not await self._send_before_deadline(events):
+                        return
                     self.metrics.sink_ok()
                     break
                 except SinkError as e:
@@ -622,6 +650,28 @@ class Runner:
             self._copies_confirmed()
             await self._save()
             self._sending = False
+
+    async def _send_before_deadline(self, events: list[Event]) -> bool:
+        """Send ``events``; False if the shutdown deadline passed first (the send is dropped)."""
+        assert self._sink is not None
+        send = asyncio.ensure_future(self._sink.send(events))
+        give_up = asyncio.ensure_future(self._give_up.wait())
+        try:
+            await asyncio.wait({send, give_up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            give_up.cancel()
+        if not send.done():
+            send.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SinkError):
+                await send
+            log.warning(
+                "gave up delivering %d events at shutdown: the checkpoint stays before them, "
+                "so they are delivered after a restart",
+                len(events),
+            )
+            return False
+        send.result()  # its SinkError, if it failed
+        return True
 
     async def _save(self) -> None:
         assert self._store is not None
