@@ -22,7 +22,6 @@ import queue
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from bson import Timestamp
@@ -33,7 +32,7 @@ from pymongo.errors import PyMongoError
 import gtom
 from gtom._async.oplog import check_oplog_source
 from gtom._backoff import Backoff
-from gtom._op import Op, Source
+from gtom._op import Op
 from gtom._redact import redact
 from gtom._retry import translate
 from gtom.daemon import exits
@@ -58,8 +57,10 @@ from gtom.daemon.positions import (
     resume_after,
 )
 from gtom.daemon.sinks.base import Event, Sink, SinkError
+from gtom.daemon.sinks.factory import make_sink
+from gtom.daemon.sources import parse_after, progress_line, tail_filter
 
-__all__ = ["Runner", "make_sink"]
+__all__ = ["Runner"]
 
 #: SIGTERM/SIGINT: everything is delivered and saved within this many seconds, or given up.
 SHUTDOWN_SECONDS = 8.0
@@ -70,75 +71,6 @@ _SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
 log = logging.getLogger("gtom.daemon")
 
 Batch = list[tuple[Event, Op, int]]  # (event, op, sequence number)
-
-
-def make_sink(config: Config) -> Sink:
-    """The sink ``config.sink`` describes."""
-    settings = config.sink
-    if settings.type == "file":
-        from gtom.daemon.sinks.file import FileSink
-
-        assert settings.path is not None
-        return FileSink(
-            settings.path,
-            max_bytes=settings.max_bytes,
-            backups=settings.backups,
-            fsync=settings.fsync,
-        )
-    if settings.type == "webhook":
-        from gtom.daemon.sinks.webhook import WebhookSink
-
-        assert settings.url is not None
-        return WebhookSink(
-            settings.url,
-            secret=settings.secret,
-            timeout=settings.timeout,
-            headers=settings.headers,
-        )
-    if settings.type in ("nats", "redis", "kafka"):
-        return _broker_sink(config)
-    from gtom.daemon.sinks.stdout import StdoutSink
-
-    return StdoutSink()
-
-
-def _broker_sink(config: Config) -> Sink:
-    settings = config.sink
-    assert settings.url is not None
-    try:
-        if settings.type == "nats":
-            from gtom.daemon.sinks.nats import NatsSink
-
-            return NatsSink(
-                settings.url,
-                subject_for=settings.target_for,
-                template=settings.target or "gtom.{namespace}",
-                stream=settings.stream,
-            )
-        if settings.type == "redis":
-            from gtom.daemon.sinks.redis import RedisSink
-
-            return RedisSink(settings.url, key_for=settings.target_for, maxlen=settings.maxlen)
-        from gtom.daemon.sinks.kafka import KafkaSink
-
-        return KafkaSink(settings.url.removeprefix("kafka://"), topic_for=settings.target_for)
-    except ImportError as e:
-        raise ConfigError(str(e), exits.UNKNOWN_SINK) from e
-
-
-def _parse_after(text: str) -> Timestamp | None:
-    """``now`` (None), ``oldest`` (Timestamp(0, 0)) or ``SECONDS[.INCREMENT]``."""
-    if text == "now":
-        return None
-    if text == "oldest":
-        return Timestamp(0, 0)
-    seconds, _, increment = text.partition(".")
-    if not seconds.isdigit() or (increment and not increment.isdigit()):
-        raise ConfigError(
-            f"bad value for source.after: {text!r}: use now, oldest or SECONDS[.INCREMENT]",
-            exits.BAD_VALUE,
-        )
-    return Timestamp(int(seconds), int(increment or 0))
 
 
 class Runner:
@@ -313,7 +245,7 @@ class Runner:
         mark = cp.oplog or Mark(cp.start or Timestamp(0, 0), ALL)
         after = resume_after(mark)
         options = options.replace(
-            namespace_filter=_tail_filter(source.namespaces),
+            namespace_filter=tail_filter(source.namespaces),
             after=lambda client, options: after,
         )
         return await gtom.start_async(self._client, options)
@@ -336,7 +268,7 @@ class Runner:
         clients = {str(info.id): self._open_shard(info) for info in shards}
         if fresh:
             for name, client in clients.items():
-                start = _parse_after(source.after)
+                start = parse_after(source.after)
                 if start is None:
                     start = await gtom.last_op_timestamp(client)
                 cp.shards[name] = Mark(start, ALL)
@@ -354,7 +286,7 @@ class Runner:
             oldest = await gtom.first_op_timestamp(client, options)
             return Timestamp(0, 0) if oldest > start else start
 
-        options = options.replace(namespace_filter=_tail_filter(source.namespaces), after=after)
+        options = options.replace(namespace_filter=tail_filter(source.namespaces), after=after)
         if source.no_tail:
             options = options.replace(oplog_disabled=True)
         ctx = await gtom.start_multi_async(clients, options)
@@ -379,7 +311,7 @@ class Runner:
     async def _now_or_after(self, *, streams: bool) -> Timestamp:
         """Where a first run starts: ``source.after``, or the server's time now."""
         assert self._client is not None
-        start = _parse_after(self.config.source.after)
+        start = parse_after(self.config.source.after)
         if start is not None:
             return start
         if not streams:
@@ -696,7 +628,7 @@ class Runner:
             progress = ctx.direct_read_progress()
             if not progress:
                 continue
-            line = _progress_line(progress)
+            line = progress_line(progress)
             if tty:
                 print(f"\r\x1b[K{line}", end="", file=sys.stderr, flush=True)
             elif time.monotonic() - last_log >= 10:
@@ -720,32 +652,3 @@ class Runner:
             await self._store.close()
         for client in self._clients:
             await client.close()
-
-
-def _progress_line(progress: dict[str, gtom.DirectReadProgress]) -> str:
-    parts = []
-    for ns, p in progress.items():
-        if p.estimated_total:
-            share = min(1.0, p.read / max(1, p.estimated_total))
-            bar = "#" * int(share * 20)
-            parts.append(f"{ns} [{bar:<20}] {p.read:,}/~{p.estimated_total:,}")
-        else:
-            parts.append(f"{ns} {p.read:,}")
-    return "copying " + ", ".join(parts)
-
-
-def _tail_filter(namespaces: Sequence[str]) -> Callable[[Op], bool] | None:
-    """Keep the ops of ``namespaces`` (databases or collections); copies always pass."""
-    if not namespaces:
-        return None
-    exact = {ns for ns in namespaces if "." in ns}
-    databases = {ns for ns in namespaces if "." not in ns}
-
-    def keep(op: Op) -> bool:
-        return (
-            op.source is Source.DIRECT_READ
-            or op.namespace in exact
-            or op.namespace.partition(".")[0] in databases
-        )
-
-    return keep
