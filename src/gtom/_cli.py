@@ -24,6 +24,7 @@ from pymongo.errors import PyMongoError
 
 import gtom
 from gtom._jsonl import op_line
+from gtom._namespaces import parse_position, tail_filter
 from gtom._op import Op
 from gtom._redact import redact
 from gtom.consistent import consistent_hash_filter_from_file
@@ -49,42 +50,19 @@ class _Parser(argparse.ArgumentParser):
 
 def _parse_after(text: str) -> Callable[[Any, gtom.Options], Timestamp] | None:
     """``now`` (default), ``oldest``, or ``SECONDS[.INCREMENT]`` (a BSON timestamp)."""
-    if text == "now":
-        return None
-    if text == "oldest":
-        return lambda client, options: Timestamp(0, 0)
-    seconds, _, increment = text.partition(".")
-    if not seconds.isdigit() or (increment and not increment.isdigit()):
-        raise UsageError(f"--after must be 'now', 'oldest' or SECONDS[.INCREMENT], got {text!r}")
-    ts = Timestamp(int(seconds), int(increment or 0))
-    return lambda client, options: ts
+    try:
+        ts = parse_position(text)
+    except ValueError as e:
+        raise UsageError(f"--after {e}") from None
+    return None if ts is None else lambda client, options: ts
 
 
 def _tail_filter(namespaces: Sequence[str]) -> Callable[[Op], bool] | None:
     """``--ns`` for the oplog; copies (``--direct-read``) are what was asked for already."""
-    keep = _namespace_filter(namespaces)
-    if keep is None:
-        return None
-
-    def tail_only(op: Op) -> bool:
-        return op.source is gtom.Source.DIRECT_READ or keep(op)
-
-    return tail_only
-
-
-def _namespace_filter(namespaces: Sequence[str]) -> Callable[[Op], bool] | None:
-    if not namespaces:
-        return None
-    exact = {ns for ns in namespaces if "." in ns}
-    databases = {ns for ns in namespaces if "." not in ns}
-    for ns in namespaces:
-        if not ns or ns.startswith(".") or ns.endswith("."):
-            raise UsageError(f"--ns must be 'db' or 'db.collection', got {ns!r}")
-
-    def keep(op: Op) -> bool:
-        return op.namespace in exact or op.namespace.partition(".")[0] in databases
-
-    return keep
+    try:
+        return tail_filter(namespaces)
+    except ValueError as e:
+        raise UsageError(f"--ns: {e}") from None
 
 
 def _build_parser() -> _Parser:

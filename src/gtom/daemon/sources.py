@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 from bson import Timestamp
 
 import gtom
-from gtom._op import Op, Source
+from gtom._namespaces import parse_position, tail_filter
 from gtom.daemon import exits
 from gtom.daemon.config import ConfigError
 
-__all__ = ["parse_after", "progress_line", "tail_filter"]
+__all__ = ["parse_after", "progress_line", "tail_filter"]  # tail_filter: gtom._namespaces
 
 
 def parse_after(text: str) -> Timestamp | None:
-    """``now`` (None), ``oldest`` (Timestamp(0, 0)) or ``SECONDS[.INCREMENT]``."""
-    if text == "now":
-        return None
-    if text == "oldest":
-        return Timestamp(0, 0)
-    seconds, _, increment = text.partition(".")
-    if not seconds.isdigit() or (increment and not increment.isdigit()):
-        raise ConfigError(
-            f"bad value for source.after: {text!r}: use now, oldest or SECONDS[.INCREMENT]",
-            exits.BAD_VALUE,
-        )
-    return Timestamp(int(seconds), int(increment or 0))
+    """``source.after``: ``now`` (None), ``oldest`` (Timestamp(0, 0)) or ``SECONDS[.INCREMENT]``."""
+    try:
+        return parse_position(text)
+    except ValueError as e:
+        raise ConfigError(f"bad value for source.after: {e}", exits.BAD_VALUE) from None
 
 
 def progress_line(progress: dict[str, gtom.DirectReadProgress]) -> str:
@@ -39,20 +30,3 @@ def progress_line(progress: dict[str, gtom.DirectReadProgress]) -> str:
         else:
             parts.append(f"{ns} {p.read:,}")
     return "copying " + ", ".join(parts)
-
-
-def tail_filter(namespaces: Sequence[str]) -> Callable[[Op], bool] | None:
-    """Keep the ops of ``namespaces`` (databases or collections); copies always pass."""
-    if not namespaces:
-        return None
-    exact = {ns for ns in namespaces if "." in ns}
-    databases = {ns for ns in namespaces if "." not in ns}
-
-    def keep(op: Op) -> bool:
-        return (
-            op.source is Source.DIRECT_READ
-            or op.namespace in exact
-            or op.namespace.partition(".")[0] in databases
-        )
-
-    return keep
