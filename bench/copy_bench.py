@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
-from tail_bench import DB, free_port, print_rates, start_server
+from tail_bench import DB, bench_server, print_rates
 
 import gtom
 
@@ -64,11 +62,7 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    path = tempfile.mkdtemp(prefix="gtom-bench-")
-    port = free_port()
-    server = start_server(path, port, oplog_entries=args.docs + 1000)
-    client: MongoClient[Any] = MongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true")
-    try:
+    with bench_server(args.docs + 1000) as (_, client):
         t0 = time.perf_counter()
         load(client, args.docs)
         print(
@@ -93,11 +87,6 @@ def main() -> int:
                     raise RuntimeError(f"{name} read {got} documents, expected {args.docs}")
                 results[name].append(args.docs / elapsed)
         print_rates(results, "docs/s", "x 1 seg")
-    finally:
-        client.close()
-        server.terminate()
-        server.wait()
-        shutil.rmtree(path, ignore_errors=True)
     return 0
 
 

@@ -19,28 +19,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from bson import Timestamp
-from pymongo import MongoClient
 from tail_bench import (
     DB,
     STALL_SECONDS,
     Result,
-    free_port,
+    bench_server,
     gtom_cli,
     load,
     measure,
     print_arrivals,
     raw_ceiling,
-    start_server,
 )
 
 
@@ -132,12 +128,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    path = tempfile.mkdtemp(prefix="gtom-bench-")
-    port = free_port()
-    server = start_server(path, port, oplog_entries=args.events * 2 + 1000)
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    client: MongoClient[Any] = MongoClient(uri)
-    try:
+    with bench_server(args.events * 2 + 1000) as (uri, client):
         t0 = time.perf_counter()
         before, last, n = load(client, args.events)
         print(
@@ -158,11 +149,6 @@ def main() -> int:
         names = list(contenders)
         print_arrivals(results, [names, names[1:]], "ratio")
         print("\n(the second group is relative to `gtom tail`)")
-    finally:
-        client.close()
-        server.terminate()
-        server.wait()
-        shutil.rmtree(path, ignore_errors=True)
     return 0
 
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,10 +24,17 @@ from typing import Any
 from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient, MongoClient
-from tail_bench import DB, Result, free_port, load, measure, print_arrivals, start_server
+from tail_bench import (
+    DB,
+    Result,
+    bench_server,
+    load,
+    measure,
+    print_arrivals,
+)
 
 import gtom
-from gtom._async.change_stream import next_timestamp
+from gtom._position import next_timestamp
 
 NS = f"{DB}.items"
 
@@ -113,12 +118,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    path = tempfile.mkdtemp(prefix="gtom-bench-")
-    port = free_port()
-    server = start_server(path, port, oplog_entries=args.events * 2 + 1000)
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    client: MongoClient[Any] = MongoClient(uri)
-    try:
+    with bench_server(args.events * 2 + 1000) as (uri, client):
         t0 = time.perf_counter()
         before, _, n = load(client, args.events)
         print(
@@ -137,11 +137,6 @@ def main() -> int:
                 for name, fn in contenders:
                     results[name].append(measure(fn, n))
         print_arrivals(results, [[name for name, _ in c] for _, c in groups], "x raw")
-    finally:
-        client.close()
-        server.terminate()
-        server.wait()
-        shutil.rmtree(path, ignore_errors=True)
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from bson import Timestamp
@@ -71,6 +72,26 @@ def start_server(path: str, port: int, oplog_entries: int) -> subprocess.Popen[b
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("the benchmark server did not start")
+
+
+@contextlib.contextmanager
+def bench_server(oplog_entries: int) -> Iterator[tuple[str, MongoClient[Any]]]:
+    """A SecantusDB server in its own process with room for ``oplog_entries``: (uri, client).
+
+    Stopped, and its files removed, when the block ends.
+    """
+    path = tempfile.mkdtemp(prefix="gtom-bench-")
+    port = free_port()
+    server = start_server(path, port, oplog_entries=oplog_entries)
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    client: MongoClient[Any] = MongoClient(uri)
+    try:
+        yield uri, client
+    finally:
+        client.close()
+        server.terminate()
+        server.wait()
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def load(client: MongoClient[Any], events: int) -> tuple[Timestamp, Timestamp, int]:
@@ -239,12 +260,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    path = tempfile.mkdtemp(prefix="gtom-bench-")
-    port = free_port()
-    server = start_server(path, port, oplog_entries=args.events * 2 + 1000)
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    client: MongoClient[Any] = MongoClient(uri)
-    try:
+    with bench_server(args.events * 2 + 1000) as (uri, client):
         t0 = time.perf_counter()
         before, last, n = load(client, args.events)
         print(
@@ -268,11 +284,6 @@ def main() -> int:
             for name, fn, expected in contenders:
                 results[name].append(measure(fn, expected))
         print_arrivals(results, [[c[0] for c in contenders]], "x ceil")
-    finally:
-        client.close()
-        server.terminate()
-        server.wait()
-        shutil.rmtree(path, ignore_errors=True)
     return 0
 
 

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
 from bson import Timestamp
 from pymongo import MongoClient, UpdateOne
-from tail_bench import DB, Result, free_port, print_rates, raw_ceiling, start_server
+from tail_bench import DB, Result, bench_server, print_rates, raw_ceiling
 
 import gtom
 
@@ -68,11 +66,7 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    path = tempfile.mkdtemp(prefix="gtom-bench-")
-    port = free_port()
-    server = start_server(path, port, oplog_entries=args.events + args.docs + 1000)
-    client: MongoClient[Any] = MongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true")
-    try:
+    with bench_server(args.events + args.docs + 1000) as (_, client):
         t0 = time.perf_counter()
         before, last = load(client, args.events, args.docs)
         n = args.events
@@ -100,11 +94,6 @@ def main() -> int:
                     raise RuntimeError(f"{name} saw {got} events, expected {n}")
                 results[name].append(n / (ended - started))
         print_rates(results, "events/s", "x delta")
-    finally:
-        client.close()
-        server.terminate()
-        server.wait()
-        shutil.rmtree(path, ignore_errors=True)
     return 0
 
 
