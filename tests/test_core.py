@@ -222,6 +222,6 @@ def test_server_traits_switch_workarounds_on_only_for_secantusdb() -> None:
     from gtom._servers import MONGOD, ServerTraits
 
     assert ServerTraits.from_build_info({"version": "8.0.4"}) == MONGOD
-    assert not MONGOD.open_race and not MONGOD.silent_truncation
+    assert not MONGOD.open_race and not MONGOD.silent_truncation and MONGOD.natural_sort
     secantus = ServerTraits.from_build_info({"version": "8.2.11", "secantusVersion": "0.7.0b3"})
-    assert secantus.open_race and secantus.silent_truncation
+    assert secantus.open_race and secantus.silent_truncation and not secantus.natural_sort

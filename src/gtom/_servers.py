@@ -24,12 +24,16 @@ class ServerTraits:
     """The oplog can be trimmed under an open cursor without an error (mongod fails the cursor
     with CappedPositionLost), so a tailer that waited long on its consumer checks the oldest entry
     before reading on (SecantusDB)."""
+    natural_sort: bool = True
+    """A ``$natural: -1`` sort reads the oplog newest first. SecantusDB's Rust server returns
+    oldest first whatever the direction, so there the newest entry is found by sorting on ``ts``
+    (which costs nothing extra there: it scans the oplog for every query anyway)."""
 
     @classmethod
     def from_build_info(cls, build_info: Mapping[str, Any]) -> ServerTraits:
         """The traits of the server that answered ``buildInfo`` with ``build_info``."""
         if "secantusVersion" in build_info:
-            return cls(open_race=True, silent_truncation=True)
+            return cls(open_race=True, silent_truncation=True, natural_sort=False)
         return MONGOD
 
 

@@ -113,9 +113,12 @@ async def check_oplog_source(client: Client, options: Options) -> None:
         )
 
 
-async def _edge_timestamp(oplog: AsyncCollection[dict[str, Any]], direction: int) -> Timestamp:
+async def _edge_timestamp(
+    oplog: AsyncCollection[dict[str, Any]], direction: int, traits: ServerTraits = MONGOD
+) -> Timestamp:
     """The timestamp of the oldest (1) or newest (-1) entry; pymongo's errors pass through."""
-    entry = await oplog.find_one({}, sort=[("$natural", direction)], projection={"ts": 1})
+    key = "$natural" if traits.natural_sort else "ts"
+    entry = await oplog.find_one({}, sort=[(key, direction)], projection={"ts": 1})
     if entry is None:
         raise NotReplicaSetError(
             f"{oplog.full_name} is missing or empty: the server keeps no oplog there"
@@ -128,8 +131,9 @@ async def _edge_timestamp(oplog: AsyncCollection[dict[str, Any]], direction: int
 
 async def _public_edge(client: Client, options: Options | None, direction: int) -> Timestamp:
     options = options or Options()
+    traits = await server_traits(client)
     try:
-        return await _edge_timestamp(oplog_collection(client, options), direction)
+        return await _edge_timestamp(oplog_collection(client, options), direction, traits)
     except PyMongoError as e:
         raise translate(e, f"reading {_oplog_name(options)}") from e
 
@@ -372,7 +376,7 @@ class OplogTailer:
         ``all_seen``: every entry at ``position`` itself was delivered, so an oldest entry that
         is the very next timestamp proves nothing is missing (a young oplog, e.g. a new shard).
         """
-        oldest = await _edge_timestamp(self._oplog, 1)
+        oldest = await _edge_timestamp(self._oplog, 1, self._traits)
         if oldest > (next_timestamp(position) if all_seen else position):
             raise HistoryLostError(
                 f"the oplog no longer reaches back to the position gtom must resume from: it "

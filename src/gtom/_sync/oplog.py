@@ -114,9 +114,12 @@ def check_oplog_source(client: Client, options: Options) -> None:
         )
 
 
-def _edge_timestamp(oplog: Collection[dict[str, Any]], direction: int) -> Timestamp:
+def _edge_timestamp(
+    oplog: Collection[dict[str, Any]], direction: int, traits: ServerTraits = MONGOD
+) -> Timestamp:
     """The timestamp of the oldest (1) or newest (-1) entry; pymongo's errors pass through."""
-    entry = oplog.find_one({}, sort=[("$natural", direction)], projection={"ts": 1})
+    key = "$natural" if traits.natural_sort else "ts"
+    entry = oplog.find_one({}, sort=[(key, direction)], projection={"ts": 1})
     if entry is None:
         raise NotReplicaSetError(
             f"{oplog.full_name} is missing or empty: the server keeps no oplog there"
@@ -129,8 +132,9 @@ def _edge_timestamp(oplog: Collection[dict[str, Any]], direction: int) -> Timest
 
 def _public_edge(client: Client, options: Options | None, direction: int) -> Timestamp:
     options = options or Options()
+    traits = server_traits(client)
     try:
-        return _edge_timestamp(oplog_collection(client, options), direction)
+        return _edge_timestamp(oplog_collection(client, options), direction, traits)
     except PyMongoError as e:
         raise translate(e, f"reading {_oplog_name(options)}") from e
 
@@ -373,7 +377,7 @@ class OplogTailer:
         ``all_seen``: every entry at ``position`` itself was delivered, so an oldest entry that
         is the very next timestamp proves nothing is missing (a young oplog, e.g. a new shard).
         """
-        oldest = _edge_timestamp(self._oplog, 1)
+        oldest = _edge_timestamp(self._oplog, 1, self._traits)
         if oldest > (next_timestamp(position) if all_seen else position):
             raise HistoryLostError(
                 f"the oplog no longer reaches back to the position gtom must resume from: it "
