@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import bson
 from bson import Timestamp
@@ -120,7 +120,7 @@ class OplogDecoder:
     # -- entry level ---------------------------------------------------------------------------
 
     def _decode(self, entry: Mapping[str, Any]) -> list[Op]:
-        if not isinstance(entry, Mapping):
+        if not _is_doc(entry):
             raise DecodeError(f"an oplog entry must be a document, got {type(entry).__name__}")
         kind = entry.get("op")
         ts = _timestamp(entry)
@@ -154,8 +154,10 @@ class OplogDecoder:
         transaction.
         """
         lsid = entry.get("lsid")
+        if lsid is None:
+            return None  # the common case: not a transaction's write
         number = entry.get("txnNumber")
-        if not isinstance(lsid, Mapping) or not isinstance(number, int) or "stmtId" in entry:
+        if not _is_doc(lsid) or not isinstance(number, int) or "stmtId" in entry:
             return None
         key = (ts, int(number))
         if key == self._flat_key:
@@ -454,15 +456,39 @@ def _prev_ts(entry: Mapping[str, Any]) -> Timestamp | None:
 
 def _document(entry: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = entry.get(key)
-    if not isinstance(value, Mapping):
+    if not _is_doc(value):
         raise DecodeError(f"oplog entry field {key!r} must be a document", entry)
     return value
 
 
 def _to_dict(value: Mapping[str, Any], codec: CodecOptions[dict[str, Any]]) -> dict[str, Any]:
-    if isinstance(value, RawBSONDocument):
+    if _is_raw(value):
         return bson.decode(value.raw, codec)
     return dict(value)
+
+
+# isinstance() against the Mapping ABC (RawBSONDocument is one) costs a Python-level call; these
+# checks run several times per entry, so the answer is cached per class.
+_DOC_CLASSES: dict[type, bool] = {dict: True}
+_RAW_CLASSES: dict[type, bool] = {dict: False, int: False, str: False}
+
+
+def _is_doc(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, fast for the classes seen before."""
+    cls = value.__class__
+    known = _DOC_CLASSES.get(cls)
+    if known is None:
+        known = _DOC_CLASSES[cls] = issubclass(cls, Mapping)
+    return known
+
+
+def _is_raw(value: Any) -> TypeGuard[RawBSONDocument]:
+    """``isinstance(value, RawBSONDocument)``, fast for the classes seen before."""
+    cls = value.__class__
+    known = _RAW_CLASSES.get(cls)
+    if known is None:
+        known = _RAW_CLASSES[cls] = issubclass(cls, RawBSONDocument)
+    return known
 
 
 def _to_raw(value: Mapping[str, Any]) -> RawBSONDocument:
@@ -471,6 +497,6 @@ def _to_raw(value: Mapping[str, Any]) -> RawBSONDocument:
 
 def _plain(value: Any, codec: CodecOptions[dict[str, Any]]) -> Any:
     """A value from a raw entry as the plain Python value users expect (ids, lsids)."""
-    if isinstance(value, RawBSONDocument):
+    if _is_raw(value):
         return bson.decode(value.raw, codec)
     return value

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from bson import Timestamp
+
 from gtom._op import Op, Source
-from gtom._position import OplogPosition
+from gtom._position import ALL, OplogPosition
 
 __all__ = ["PendingOps", "needs_document"]
 
@@ -26,7 +28,7 @@ def needs_document(op: Op) -> bool:
 @dataclass(slots=True)
 class _Entry:
     ops: list[Op]
-    position: OplogPosition  # the tailer's position once this entry is handed over
+    ts: Timestamp  # the entry's own timestamp: handing it over advances the position past it
     arrived: float
     needs: int
 
@@ -52,11 +54,15 @@ class PendingOps:
         self._entries.clear()
         self.needs = 0
 
-    def add(self, ops: list[Op], position: OplogPosition, now: float) -> None:
-        """An entry's ops, and the position once they are handed over; ``now`` is monotonic."""
-        needs = sum(map(needs_document, ops)) if self._fetching else 0
-        self._entries.append(_Entry(ops, position, now, needs))
-        self.needs += needs
+    def add(self, ops: list[Op], ts: Timestamp, now: float) -> None:
+        """The ops of the entry at ``ts`` (possibly none); ``now`` is monotonic."""
+        needs = 0
+        if self._fetching:
+            for op in ops:
+                if op.operation == "u" and op.data is None:  # oplog ops: needs_document
+                    needs += 1
+            self.needs += needs
+        self._entries.append(_Entry(ops, ts, now, needs))
 
     def due(self, now: float, *, force: bool = False) -> int:
         """How many entries to hand over now (0: keep waiting)."""
@@ -77,23 +83,39 @@ class PendingOps:
                 break
         return count
 
-    @property
-    def last_position(self) -> OplogPosition | None:
-        """The position after the newest waiting entry (None when none waits)."""
-        return self._entries[-1].position if self._entries else None
-
     def remaining(self, now: float) -> float:
         """Seconds until the oldest waiting entry must be handed over (0: now)."""
         if not self._entries:
             return 0.0
         return max(0.0, self._duration - (now - self._entries[0].arrived))
 
-    def take(self, count: int) -> tuple[list[Op], OplogPosition]:
-        """The ops of the first ``count`` entries (in order) and the position after them."""
+    def take(self, count: int, position: OplogPosition) -> tuple[list[Op], OplogPosition]:
+        """The ops of the first ``count`` entries (in order) and the position after them.
+
+        That is ``position`` advanced past each entry taken, as a new value.
+        """
         ops: list[Op] = []
-        entry = self._entries[0]
-        for _ in range(count):
-            entry = self._entries.popleft()
+        entries = self._entries
+        taken = [entries.popleft() for _ in range(count)]
+        for entry in taken:
             ops += entry.ops
             self.needs -= entry.needs
-        return ops, entry.position
+        return ops, _advanced(position, taken)
+
+
+def _advanced(position: OplogPosition, taken: list[_Entry]) -> OplogPosition:
+    """``position`` advanced past the entries ``taken``, in order (at least one).
+
+    Only the run of entries sharing the last one's timestamp matters, so this looks at the tail
+    of the list (usually one entry), not at every entry.
+    """
+    last = taken[-1].ts
+    run = 1
+    while run < len(taken) and taken[-run - 1].ts == last:
+        run += 1
+    if run == len(taken) and last == position.ts:  # all at the position's own timestamp
+        after = position.copy()
+        if after.seen != ALL:
+            after.seen += run
+        return after
+    return OplogPosition(last, run)

@@ -20,12 +20,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import bson
 from bson import Timestamp
 from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient, CursorType
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.cursor import AsyncRawBatchCursor
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import OperationFailure, PyMongoError
 
 from gtom._async._compat import (
@@ -64,13 +63,16 @@ __all__ = [
 MAX_AWAIT_MS = 500
 #: Entries per batch: small enough that reading the next batch overlaps delivering this one.
 BATCH_SIZE = 1000
+#: A catch-up read (see `OplogTailer._catch_up`) that delivered more entries than this re-opens
+#: the tailable cursor from where it ended, rather than read the same entries through it again.
+CATCH_UP_REOPEN = 2 * BATCH_SIZE
 #: After waiting this long (in total) for room in ``op_c``, a tailer on a server that trims its
 #: oplog silently checks the oldest entry before reading on.
 HISTORY_CHECK_SECONDS = 10.0
 _ZERO = Timestamp(0, 0)
 
 Client = AsyncMongoClient[Any]
-RawCursor = AsyncRawBatchCursor[Any]
+OplogCursor = AsyncCursor[dict[str, Any]]
 
 
 def dict_codec(client: Client) -> CodecOptions[dict[str, Any]]:
@@ -196,6 +198,7 @@ class OplogTailer:
         self._backoff = Backoff()
         self._traits = traits
         self._read_ts = position.ts  # the newest entry read (delivered or not)
+        self._entries_read = 0  # entries passed to _deliver, ever (admitted or not)
         self._blocked = 0.0  # seconds spent waiting for room in op_c since the last check
         fetching = not options.update_data_as_delta
         # Decoded entries wait here while their updates' documents are fetched together.
@@ -264,12 +267,17 @@ class OplogTailer:
         """Read from the position until paused or halted (return) or an error (raise).
 
         After a pause, even one that began while ops waited to enter the queue, it returns too:
-        the cursor is re-opened, so history is verified again before anything newer is read.
+        the cursor is re-opened, so history is verified again before anything newer is read. It
+        also returns after a long catch-up read, so that a fresh cursor goes on from there.
         """
         pauses = self._op_c.pause_count
         self._read_ts = self.position.ts
         self._pending.clear()  # what was not handed over is read again from the position
-        cursor = self._oplog.find_raw_batches(
+        # A server that needs a catch-up read after each open: read what is there first (one
+        # read, and the first ops arrive sooner), so the cursor opens near the end.
+        if self._traits.open_race and not await self._catch_up(pauses, first_read=True):
+            return
+        cursor = self._oplog.find(
             {"ts": {"$gte": self.position.ts}},
             cursor_type=CursorType.TAILABLE_AWAIT,
             batch_size=BATCH_SIZE,
@@ -278,8 +286,14 @@ class OplogTailer:
             first = await self._fetch(cursor)
             await self._verify_history(first)
             self._recovered()
-            if self._traits.open_race and not await self._catch_up(pauses):
-                return
+            if self._traits.open_race:
+                read_before = self._entries_read
+                if not await self._catch_up(pauses):
+                    return
+                if self._entries_read - read_before > CATCH_UP_REOPEN:
+                    # Writes poured in while the cursor opened: rather than read them all again
+                    # through it, open a new one from here (the loop in _run does).
+                    return
             re_read = self.position.re_read()
             if first and not await self._deliver(first, re_read):
                 return
@@ -289,22 +303,27 @@ class OplogTailer:
         finally:
             await cursor.close()
 
-    async def _catch_up(self, pauses: int) -> bool:
+    async def _catch_up(self, pauses: int, *, first_read: bool = False) -> bool:
         """Deliver what the oplog holds after the position, with a plain query.
 
         For servers whose tailable cursor can miss entries written while it opened: this read,
         made once the cursor is open, sees them; the cursor's re-read filter drops the overlap.
+        ``first_read``: the read made before the cursor opens, which verifies history first.
         False when paused or halted.
         """
-        cursor = self._oplog.find_raw_batches(
-            {"ts": {"$gte": self.position.ts}}, batch_size=BATCH_SIZE
-        )
+        cursor = self._oplog.find({"ts": {"$gte": self.position.ts}}, batch_size=BATCH_SIZE)
+        re_read = self.position.re_read()
         try:
-            return await self._pump(cursor, self.position.re_read(), pauses)
+            if first_read:
+                first = await self._fetch(cursor)
+                await self._verify_history(first)
+                if first and not await self._deliver(first, re_read):
+                    return False
+            return await self._pump(cursor, re_read, pauses)
         finally:
             await cursor.close()
 
-    async def _pump(self, cursor: RawCursor, re_read: ReRead, pauses: int) -> bool:
+    async def _pump(self, cursor: OplogCursor, re_read: ReRead, pauses: int) -> bool:
         """Deliver a cursor's batches, reading the next one while delivering the last.
 
         True when the cursor ended; False when paused, halted or replaced. A batch read but not
@@ -340,19 +359,19 @@ class OplogTailer:
         finally:
             await reader.close()
 
-    async def _fetch(self, cursor: RawCursor) -> list[dict[str, Any]] | None:
+    async def _fetch(self, cursor: OplogCursor) -> list[dict[str, Any]] | None:
         """The next batch's entries (None for an empty batch)."""
         if self._blocked >= HISTORY_CHECK_SECONDS:
             # Waited long on the consumer: on a server that trims the oplog under an open cursor
             # without an error, make sure nothing after the newest entry read is gone.
             self._blocked = 0.0
             await self._check_history(self._read_ts)
-        try:
-            raw: bytes = await cursor.next()
-        except StopAsyncIteration:
+        entries: list[dict[str, Any]] = []
+        # One server batch at a time, decoded by pymongo straight into dicts: the same private
+        # method its public to_list() uses (tests/test_core.py checks that it is there).
+        if not await cursor._next_batch(entries):
             return None  # an empty batch: nothing new within the await time
-        entries: list[dict[str, Any]] = bson.decode_all(raw, self._codec)
-        if entries and isinstance(entries[-1].get("ts"), Timestamp):
+        if isinstance(entries[-1].get("ts"), Timestamp):
             self._read_ts = entries[-1]["ts"]
         return entries
 
@@ -391,29 +410,32 @@ class OplogTailer:
 
     async def _deliver(self, entries: list[dict[str, Any]], re_read: ReRead) -> bool:
         """Decode one batch and hand over what is due; False when the lane was cancelled."""
-        position = self._pending.last_position or self.position
         now = time.monotonic()
+        self._entries_read += len(entries)
         delta_mode = self._options.update_data_as_delta
+        decode = self._decoder.decode
+        add = self._pending.add
         for entry in entries:
             ts = entry.get("ts")
-            if not isinstance(ts, Timestamp):
+            if ts.__class__ is not Timestamp and not isinstance(ts, Timestamp):
                 raise DecodeError("an oplog entry has no valid 'ts'", entry)
             if not re_read.admit(ts):
                 continue
-            ops = await self._decode(entry)
+            try:
+                ops = decode(entry)
+            except ChainIncomplete:
+                ops = await self._decode_chain(entry)
             if delta_mode:
                 for op in ops:
                     if op.operation == "u" and op.data is None:
                         op.data = delta(op)
-            position = position.copy()
-            position.advance(ts)
-            self._pending.add(ops, position, now)
+            add(ops, ts, now)
         return await self._flush()
 
     async def _flush(self, *, force: bool = False) -> bool:
         """Queue the waiting ops that are due, documents fetched, in order; False if cancelled."""
         while count := self._pending.due(time.monotonic(), force=force):
-            ops, position = self._pending.take(count)
+            ops, position = self._pending.take(count, self.position)
             if self._fetcher is not None:
                 await self._fetcher.fill(ops)
             if self._shard is not None:
@@ -432,7 +454,8 @@ class OplogTailer:
             self.position = position
         return not self.lane.cancelled
 
-    async def _decode(self, entry: Mapping[str, Any]) -> list[Op]:
+    async def _decode_chain(self, entry: Mapping[str, Any]) -> list[Op]:
+        """Decode a transaction's commit, fetching the chain entries the decoder has not seen."""
         while True:
             try:
                 return self._decoder.decode(entry)

@@ -83,6 +83,7 @@ class OpQueue(Generic[T]):
         lock = threading.RLock()
         self._not_empty = threading.Condition(lock)
         self._not_full = threading.Condition(lock)  # room, resume, cancel or close
+        self._blocked_putters = 0  # producers waiting on _not_full: only then is it notified
         self._closed = False
         self._error: BaseException | None = None
         self._paused = False
@@ -135,7 +136,7 @@ class OpQueue(Generic[T]):
                     return False
                 room = self._maxsize - len(self._items)
                 if room < need or (lane.gated and self._paused):
-                    self._not_full.wait()
+                    self._wait_not_full()
                     continue
                 batch = items[done : done + room]
                 self._items.extend((item, lane) for item in batch)
@@ -149,7 +150,7 @@ class OpQueue(Generic[T]):
             while self._paused and not lane.cancelled:
                 if self._closed:
                     raise QueueClosed
-                self._not_full.wait()
+                self._wait_not_full()
             if self._closed:
                 raise QueueClosed
             return not lane.cancelled
@@ -192,9 +193,16 @@ class OpQueue(Generic[T]):
 
     def _pop(self) -> T:
         item = self._items.popleft()[0]
-        if len(self._items) <= self._low_water:
+        if self._blocked_putters and len(self._items) <= self._low_water:
             self._not_full.notify_all()
         return item
+
+    def _wait_not_full(self) -> None:
+        self._blocked_putters += 1
+        try:
+            self._not_full.wait()
+        finally:
+            self._blocked_putters -= 1
 
     def _end(self) -> BaseException:
         return self._error if self._error is not None else StoppedError("the context is stopped")
