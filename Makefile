@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format synchro clean
+.PHONY: demo test lint format synchro clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ format: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+## Benchmarks: gtom against the raw-driver ceiling, gtm, Debezium and mongo-connector, in one
+## run (builds the Rust server and the peers once; see bench/run.py). Writes bench/results/.
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run.py

@@ -7,7 +7,6 @@ Python server (``python -m secantus``) when the Rust one cannot be built, and sa
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -40,8 +39,17 @@ def ensure_rust_server() -> tuple[Path | None, str]:
     log(f"building {CRATE} {CRATE_VERSION} with Rust {TOOLCHAIN} (once; about 5 minutes)")
     steps = [
         [rustup, "toolchain", "install", TOOLCHAIN, "--profile", "minimal"],
-        [cargo, f"+{TOOLCHAIN}", "install", CRATE, "--version", CRATE_VERSION, "--locked",
-         "--root", str(RUST_ROOT)],
+        [
+            cargo,
+            f"+{TOOLCHAIN}",
+            "install",
+            CRATE,
+            "--version",
+            CRATE_VERSION,
+            "--locked",
+            "--root",
+            str(RUST_ROOT),
+        ],
     ]
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True)
@@ -64,8 +72,16 @@ class BenchServer:
         self.path = tempfile.mkdtemp(prefix="gtom-bench-")
         self.port = free_port()
         binary, why = ensure_rust_server() if prefer_rust else (None, "--python-server given")
-        common = ["--port", str(self.port), "--storage-path", self.path,
-                  "--oplog-max-entries", str(oplog_entries), "--log-level", "WARNING"]
+        common = [
+            "--port",
+            str(self.port),
+            "--storage-path",
+            self.path,
+            "--oplog-max-entries",
+            str(oplog_entries),
+            "--log-level",
+            "WARNING",
+        ]
         if binary is not None:
             self.kind = f"SecantusDB Rust server (secantusd-rs {CRATE_VERSION}, {why})"
             command = [str(binary), *common, "--oplog-retention-seconds", "86400"]

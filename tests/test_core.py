@@ -225,3 +225,8 @@ def test_server_traits_switch_workarounds_on_only_for_secantusdb() -> None:
     assert not MONGOD.open_race and not MONGOD.silent_truncation and MONGOD.natural_sort
     secantus = ServerTraits.from_build_info({"version": "8.2.11", "secantusVersion": "0.7.0b3"})
     assert secantus.open_race and secantus.silent_truncation and not secantus.natural_sort
+    assert not secantus.stale_tail and not MONGOD.stale_tail
+    rust = ServerTraits.from_build_info(
+        {"secantusVersion": "0.5.3", "buildEnvironment": {"cc": "rustc"}}
+    )
+    assert rust.stale_tail

