@@ -170,9 +170,6 @@ def daemon_figure(uri: str, w: Workload, runs: int) -> dict[str, list[Run]]:
     log(f"daemon: {w.events:,} events")
     jobs = {
         "tail": lambda: piped(_tail(uri, w), w.events),
-        "run-piped": lambda: piped(
-            _daemon(uri, w, Path(tempfile.mkdtemp(prefix="gtom-cp-")) / "cp.json"), w.events
-        ),
         "run-devnull": lambda: to_devnull(uri, w),
     }
     out: dict[str, list[Run]] = {k: [] for k in jobs}
