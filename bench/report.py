@@ -147,9 +147,26 @@ def markdown(data: dict[str, Any]) -> str:
     if meta.get("quick"):
         out.append("- **quick run** (a tenth of the sizes): a smoke test, not a result")
     out += [
+        f"- {c['label']} runs on workloads {', '.join(c['workloads'])} only (to fit in 10 minutes)"
+        for c in meta["contenders"].values()
+        if c.get("workloads")
+    ]
+    out += [
         f"- {c['label']} could not run: {c['unavailable']}"
         for c in meta["contenders"].values()
         if c["unavailable"]
+    ]
+    out += [
+        "",
+        "## Summary",
+        "",
+        *summary_table(data),
+        "",
+        "Ratios: above 1 means gtom is faster (for latency: the other's latency / gtom's); each"
+        ' gtom cell gives the sync face, then the asyncio face. "as deltas": gtom with'
+        " update_data_as_delta=True, which like the ceiling (and gtm v2.1.4 on this server's"
+        " update entries) makes no query per update; by default gtom fetches updated documents.",
+        "",
     ]
     titles = {k: w["title"] for k, w in meta["workloads"].items()}
     for mode, name in (("oplog", "Oplog tail"), ("changes", "Change streams")):
@@ -243,3 +260,74 @@ def _notes(figures: dict[str, Any]) -> list[tuple[str, str]]:
 
     walk(figures)
     return list(seen.items())
+
+
+PEER_KEYS = ("gtm", "debezium", "mongo-connector")
+
+
+def summary_table(data: dict[str, Any]) -> list[str]:
+    """One row per figure: medians of every contender and gtom's ratios (sync · asyncio)."""
+    meta, figures = data["meta"], data["figures"]
+    titles = {k: w["title"] for k, w in meta["workloads"].items()}
+    rows = [
+        "| figure | ceiling | gtom sync | gtom asyncio | gtm | Debezium | mongo-connector "
+        "| gtom / ceiling | gtom / gtm | gtom / Debezium | gtom / mongo-connector |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def medians(group: dict[str, list[dict[str, Any]]], value: str = "rate") -> dict[str, Any]:
+        return {k: summary(_runs(v), value)["median"] for k, v in group.items()}
+
+    def row(name: str, m: dict[str, Any], unit: str = "", lower: bool = False) -> None:
+        def ratio(other: Any) -> str:
+            pair = [
+                _ratio(other, m.get(face)) if lower else _ratio(m.get(face), other)
+                for face in ("gtom-sync", "gtom-async")
+            ]
+            return "—" if other is None else " · ".join(pair)
+
+        sync = _fmt(m.get("gtom-sync"), unit)
+        if m.get("gtom-delta") is not None:
+            sync += f" ({_fmt(m['gtom-delta'], unit)} as deltas)"
+        cells = [_fmt(m.get("raw"), unit), sync]
+        cells += [_fmt(m.get(k), unit) for k in ("gtom-async", *PEER_KEYS)]
+        ratios = [ratio(m.get("raw")), *(ratio(m.get(k)) for k in PEER_KEYS)]
+        rows.append(f"| {name} | " + " | ".join(cells + ratios) + " |")
+
+    for mode, name in (("oplog", "oplog tail"), ("changes", "change stream")):
+        for key, group in figures.get(mode, {}).items():
+            row(f"{name}, {titles[key].split(' ', 1)[0]} events/s", medians(group))
+    direct = figures.get("direct", {})
+    if direct:
+        row("direct read, 1 segment, docs/s", medians(direct.get("1", {})))
+        best: dict[str, Any] = {}
+        for group in direct.values():
+            for k, v in medians(group).items():
+                if v is not None and (best.get(k) is None or v > best[k]):
+                    best[k] = v
+        row("direct read, best of 1 and 4 segments, docs/s", best)
+    if "daemon" in figures:
+        d = {k: summary(_runs(v))["median"] for k, v in figures["daemon"].items()}
+        rows.append(
+            f"| `gtom run` to /dev/null, (a) events/s | | {_fmt(d.get('run-devnull'))} | | | | "
+            f"| {_ratio(d.get('run-devnull'), d.get('tail'))} of `gtom tail` "
+            f"({_fmt(d.get('tail'))}/s) | | | |"
+        )
+    if "replay" in figures:
+        runs = _runs(figures["replay"])
+        peak = max((r.rss_mb for r in runs if r.ok), default=None)
+        marks = [r.extra.get("rss_marks", []) for r in runs if r.ok]
+        flat = " · ".join(f"{m[0]:.0f}→{m[-1]:.0f}" for m in marks if m) if marks else ""
+        rows.append(
+            f"| `gtom run` peak RSS over the {titles['r'].split(' of ')[-1]}, MB | | "
+            f"{_fmt(peak, 'MB')} | | | | | RSS at 25% → 100% of each run: {flat} | | | |"
+        )
+    if "latency" in figures:
+        for pct in ("p50", "p99"):
+            row(
+                f"write → event latency {pct}, ms",
+                medians(figures["latency"], f"latency_ms.{pct}"),
+                "ms",
+                lower=True,
+            )
+    return rows

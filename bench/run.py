@@ -52,6 +52,8 @@ class Contender:
     setup: list[str] | None = None
     kind: str = "peer"  # "ceiling", "gtom" or "peer"
     unavailable: str | None = None
+    #: The workloads it runs on (None: all): the slowest peers skip some to fit in 10 minutes.
+    workloads: set[str] | None = None
 
 
 def contenders(with_peers: bool) -> list[Contender]:
@@ -78,6 +80,16 @@ def contenders(with_peers: bool) -> list[Contender]:
             kind="gtom",
         ),
     ]
+    found.append(
+        Contender(
+            "gtom-delta",
+            "gtom, sync face, updates as deltas (no fetch)",
+            [*PY_CONTENDER, "--impl", "gtom-sync", "--deltas"],
+            {"oplog"},
+            kind="gtom",
+            workloads={"b", "c"},
+        )
+    )
     if not with_peers:
         return found
     found += [
@@ -97,6 +109,7 @@ def contenders(with_peers: bool) -> list[Contender]:
             ],
             {"oplog", "direct"},
             ["bash", str(PEERS / "mongo_connector/setup.sh")],
+            workloads={"a", "c", "d"},
         ),
         Contender(
             "debezium",
@@ -104,6 +117,7 @@ def contenders(with_peers: bool) -> list[Contender]:
             [str(VENVS / "debezium/bin/python"), str(PEERS / "debezium/contender.py")],
             {"changes", "direct"},
             ["bash", str(PEERS / "debezium/setup.sh")],
+            workloads={"a", "d"},
         ),
     ]
     return found
@@ -316,10 +330,16 @@ def run_contender(
 
 
 def rounds(
-    runs: int, found: list[Contender], mode: str, job: Callable[[Contender], Run]
+    runs: int, found: list[Contender], mode: str, job: Callable[[Contender], Run], workload: str
 ) -> dict[str, list[Run]]:
-    """Each contender that can do ``mode``, ``runs`` times, round-robin."""
-    able = [c for c in found if mode in c.modes and c.unavailable is None]
+    """Each contender that can do ``mode`` on ``workload``, ``runs`` times, round-robin."""
+    able = [
+        c
+        for c in found
+        if mode in c.modes
+        and c.unavailable is None
+        and (c.workloads is None or workload in c.workloads)
+    ]
     out: dict[str, list[Run]] = {c.key: [] for c in able}
     for _ in range(runs):
         for c in able:
@@ -386,6 +406,7 @@ def main() -> int:
                     found,
                     mode,
                     lambda c, w=w, m=mode: run_contender(c, uri, m, w.db, w.events, after=w.after),
+                    key,
                 )
             if key == "a" and want("daemon"):
                 figures["daemon"] = daemon_figure(uri, work["a"], args.runs)
@@ -407,6 +428,7 @@ def main() -> int:
                     lambda c, s=segments, w=w: run_contender(
                         c, uri, "direct", w.db, w.events, segments=s
                     ),
+                    "d",
                 )
         if want("replay"):
             write["r"]()
@@ -417,7 +439,7 @@ def main() -> int:
         log("write -> event latency on an idle server (a fresh one: its oplog is short)")
         with BenchServer(10_000, prefer_rust=not args.python_server) as idle:
             figures["latency"] = rounds(
-                args.runs, found, "latency", latency_job(idle.uri, sizes.latency_writes)
+                args.runs, found, "latency", latency_job(idle.uri, sizes.latency_writes), "l"
             )
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -439,7 +461,13 @@ def main() -> int:
             for k, w in work.items()
         },
         "contenders": {
-            c.key: {"label": c.label, "kind": c.kind, "unavailable": c.unavailable} for c in found
+            c.key: {
+                "label": c.label,
+                "kind": c.kind,
+                "unavailable": c.unavailable,
+                "workloads": sorted(c.workloads) if c.workloads else None,
+            }
+            for c in found
         },
         "seconds": 0.0,
     }

@@ -24,8 +24,11 @@ RUST_ROOT = BUILD / f"secantus-rs-{CRATE_VERSION}"
 RUST_BIN = RUST_ROOT / "bin" / "secantusd-rs"
 
 
+_T0 = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    print(f"[bench {time.monotonic() - _T0:5.0f}s] {message}", file=sys.stderr, flush=True)
 
 
 def ensure_rust_server() -> tuple[Path | None, str]:

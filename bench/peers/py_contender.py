@@ -145,9 +145,15 @@ def gtom_options(args: argparse.Namespace, client: Any) -> tuple[gtom.Options, s
             return op.namespace.startswith(prefix)
 
         options = gtom.Options(
-            after=(lambda c, o: after) if after is not None else None, namespace_filter=keep
+            after=(lambda c, o: after) if after is not None else None,
+            namespace_filter=keep,
+            update_data_as_delta=args.deltas,
         )
-        note = "oplog tail, namespace_filter on the db, default options (updates fetched)"
+        note = "oplog tail, namespace_filter on the db, " + (
+            "update_data_as_delta=True (no query per update)"
+            if args.deltas
+            else "default options (updated documents fetched, 50 per query)"
+        )
     elif args.mode == "changes":
         after = parse_ts(args.after)
         options = gtom.Options(
@@ -217,6 +223,7 @@ def main() -> int:
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--after")
     parser.add_argument("--segments", type=int, default=1)
+    parser.add_argument("--deltas", action="store_true", help="gtom: update_data_as_delta")
     args = parser.parse_args()
     print(json.dumps(IMPLS[args.impl](args)), flush=True)
     return 0
