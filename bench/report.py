@@ -331,3 +331,23 @@ def summary_table(data: dict[str, Any]) -> list[str]:
                 lower=True,
             )
     return rows
+
+
+README_START = (
+    "<!-- bench-summary: copied from bench/results/latest.md; tests/test_readme.py checks it -->"
+)
+README_END = "<!-- /bench-summary -->"
+
+
+def summary_block(markdown_text: str) -> str:
+    """The summary section of a latest.md (its table and the line under it)."""
+    body = markdown_text.split("\n## Summary\n", 1)[1]
+    return body.split("\n## ", 1)[0].strip()
+
+
+def update_readme(readme: str, markdown_text: str) -> str:
+    """``readme`` with the block between the bench-summary markers replaced by the summary."""
+    head, rest = readme.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    block = summary_block(markdown_text)
+    return f"{head}{README_START}\n{block}\n{README_END}{tail}"

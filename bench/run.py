@@ -475,7 +475,11 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     data = report.to_json(meta, figures)
     (RESULTS / "latest.json").write_text(json.dumps(data, indent=1) + "\n")
-    (RESULTS / "latest.md").write_text(report.markdown(data))
+    text = report.markdown(data)
+    (RESULTS / "latest.md").write_text(text)
+    if not args.quick and not only:  # a whole run: its summary goes to the README
+        readme = ROOT / "README.md"
+        readme.write_text(report.update_readme(readme.read_text(), text))
     log(f"done in {meta['seconds']:.0f}s: bench/results/latest.md")
     print(report.markdown(data))
     return 0

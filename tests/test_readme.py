@@ -117,3 +117,18 @@ def test_the_seed_example_copies_test_test_then_follows_its_changes(server: Test
         admin.close()
     assert sorted(printed[:2]) == ["got op i 1 from direct_read", "got op i 2 from direct_read"]
     assert printed[2:] == ["got op i 3 from change_stream"]
+
+
+def test_the_performance_summary_is_the_one_make_bench_wrote() -> None:
+    import sys
+
+    bench = Path(__file__).parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(bench))
+    latest = (bench / "results" / "latest.md").read_text()
+    assert "quick run" not in latest  # a smoke run is never the published one
+    block = README.split(report.README_START, 1)[1].split(report.README_END, 1)[0]
+    assert block.strip() == report.summary_block(latest)
