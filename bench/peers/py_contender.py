@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import protocol  # bench/peers/protocol.py, beside this file
 from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient, CursorType, MongoClient
@@ -76,8 +77,7 @@ class Clock:
 
 
 def parse_ts(text: str) -> Timestamp:
-    secs, _, inc = text.partition(".")
-    return Timestamp(int(secs), int(inc or 0))
+    return Timestamp(*protocol.parse_after(text))
 
 
 def ready() -> None:
@@ -215,14 +215,12 @@ IMPLS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = protocol.parser(
+        __doc__.splitlines()[0],
+        "SECS.INC: start strictly after this oplog timestamp",
+        (*protocol.MODES, "latency"),
+    )
     parser.add_argument("--impl", choices=sorted(IMPLS), required=True)
-    parser.add_argument("--uri", required=True)
-    parser.add_argument("--mode", choices=["oplog", "changes", "direct", "latency"], required=True)
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--expect", type=int, required=True)
-    parser.add_argument("--after")
-    parser.add_argument("--segments", type=int, default=1)
     parser.add_argument("--deltas", action="store_true", help="gtom: update_data_as_delta")
     args = parser.parse_args()
     print(json.dumps(IMPLS[args.impl](args)), flush=True)

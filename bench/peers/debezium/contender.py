@@ -47,7 +47,6 @@ batch's arrival time, size and handler time to stderr.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -67,20 +66,14 @@ MAX_QUEUE_SIZE = 8192  # records buffered between the connector and the engine
 POLL_INTERVAL_MS = 500  # max wait of the engine for a batch to fill when the source is idle
 
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from protocol import parse_after, parser  # noqa: E402  (bench/peers/protocol.py)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--uri", required=True)
-    p.add_argument("--mode", required=True, choices=("oplog", "changes", "direct"))
-    p.add_argument("--db", required=True)
-    p.add_argument("--expect", required=True, type=int)
-    p.add_argument("--after", help="SECS.INC: stream from the first operation after this")
-    p.add_argument("--segments", type=int, default=1)
-    return p.parse_args(argv)
-
-
-def parse_after(text):
-    secs, _, inc = text.partition(".")
-    return int(secs), int(inc or 0)
+    return parser(
+        __doc__.splitlines()[0], "SECS.INC: stream from the first operation after this"
+    ).parse_args(argv)
 
 
 def start_op_time(after):

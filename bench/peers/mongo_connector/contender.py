@@ -23,7 +23,6 @@ the result line and exits.
 - ``changes``: unsupported (mongo-connector reads the oplog only).
 """
 
-import argparse
 import collections
 import collections.abc
 import contextlib
@@ -42,20 +41,14 @@ collections.MutableSet = collections.abc.MutableSet
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from protocol import parse_after, parser  # noqa: E402  (bench/peers/protocol.py)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--uri", required=True)
-    p.add_argument("--mode", required=True, choices=("oplog", "changes", "direct"))
-    p.add_argument("--db", required=True)
-    p.add_argument("--expect", required=True, type=int)
-    p.add_argument("--after", help="SECS.INC: tail strictly after this oplog timestamp")
-    p.add_argument("--segments", type=int, default=1)
-    return p.parse_args(argv)
-
-
-def parse_after(text):
-    secs, _, inc = text.partition(".")
-    return int(secs), int(inc or 0)
+    return parser(
+        __doc__.splitlines()[0], "SECS.INC: tail strictly after this oplog timestamp"
+    ).parse_args(argv)
 
 
 def emit(obj):
