@@ -474,9 +474,10 @@ def main() -> int:
     meta["seconds"] = round(time.perf_counter() - started, 1)
     RESULTS.mkdir(exist_ok=True)
     data = report.to_json(meta, figures)
-    (RESULTS / "latest.json").write_text(json.dumps(data, indent=1) + "\n")
+    name = "latest" if not args.quick and not only else "partial"  # never overwrite a full run
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
     text = report.markdown(data)
-    (RESULTS / "latest.md").write_text(text)
+    (RESULTS / f"{name}.md").write_text(text)
     if not args.quick and not only:  # a whole run: its summary goes to the README
         readme = ROOT / "README.md"
         readme.write_text(report.update_readme(readme.read_text(), text))
