@@ -481,7 +481,7 @@ def main() -> int:
     if not args.quick and not only:  # a whole run: its summary goes to the README
         readme = ROOT / "README.md"
         readme.write_text(report.update_readme(readme.read_text(), text))
-    log(f"done in {meta['seconds']:.0f}s: bench/results/latest.md")
+    log(f"done in {meta['seconds']:.0f}s: bench/results/{name}.md")
     print(report.markdown(data))
     return 0
 
