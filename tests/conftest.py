@@ -310,6 +310,26 @@ def free_port() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which tests were left out, and why: on purpose (``GTOM_TEST_SKIP_*``) or a tool."""
+    from tests.broker_fixtures import opted_out  # plugins: imported once pytest registered them
+    from tests.kafka_broker import EXTERNAL_BOOTSTRAP, missing_tools
+
+    notes = [
+        f"{name} tests left out on purpose: GTOM_TEST_SKIP_{name.upper()} is set"
+        for name in ("nats", "redis", "kafka")
+        if opted_out(name)
+    ]
+    missing = [] if EXTERNAL_BOOTSTRAP or opted_out("kafka") else missing_tools()
+    if missing:
+        tools = " and ".join(missing)
+        notes.append(f"Kafka tests skipped: {tools} not found (install Java 17+ and Maven)")
+    if notes:
+        terminalreporter.section("tests left out")
+        for note in notes:
+            terminalreporter.write_line(note)
+
+
 @pytest.fixture(autouse=True)
 def _collect_garbage_after_each_test() -> Iterator[None]:
     """Collect garbage after each test, so a leaked resource is reported by the test leaking it."""
