@@ -1,12 +1,14 @@
 """The benchmark server: SecantusDB's Rust server (`secantusd-rs`) in its own process.
 
-`ensure_rust_server()` builds it once with cargo (crate ``secantus-mdb``, cached under
-``bench/.build/``); `BenchServer` starts it on a free port with a fresh data directory, or the
-Python server (``python -m secantus``) when the Rust one cannot be built, and says which.
+`ensure_rust_server()` builds it once with cargo (crate ``secantus-mdb``, cached in `CACHE`,
+outside the clone, so later clones reuse it); `BenchServer` starts it on a free port with a
+fresh data directory, or the Python server (``python -m secantus``) when the Rust one cannot be
+built, and says which.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -17,7 +19,14 @@ from pathlib import Path
 from types import TracebackType
 
 BENCH = Path(__file__).resolve().parent
-BUILD = BENCH / ".build"
+#: Where builds and the peers' virtualenvs are kept, shared by every clone on the machine:
+#: $GTOM_BENCH_CACHE, else $XDG_CACHE_HOME/gtom-bench (~/.cache/gtom-bench).
+CACHE = Path(
+    os.environ.get("GTOM_BENCH_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gtom-bench"
+)
+BUILD = CACHE / "build"
+VENVS = CACHE / "venvs"
 #: The crate, version and Rust toolchain of the server (its rust-version is 1.98).
 CRATE, CRATE_VERSION, TOOLCHAIN = "secantus-mdb", "0.5.3-beta.196", "1.98"
 RUST_ROOT = BUILD / f"secantus-rs-{CRATE_VERSION}"
