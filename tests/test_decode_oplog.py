@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gtom import DecodeError, Op, Source
-from gtom._decode_oplog import ChainIncomplete, OplogDecoder, diff_to_update_description
+from gtom._decode_oplog import IncompleteChainError, OplogDecoder, diff_to_update_description
 
 FIXTURES = Path(__file__).parent / "fixtures" / "oplog"
 
@@ -106,7 +106,7 @@ def test_a_commit_seen_without_its_chain_asks_for_each_missing_entry(case: dict[
             try:
                 ops += decoder.decode(entry)
                 break
-            except ChainIncomplete as missing:
+            except IncompleteChainError as missing:
                 decoder.remember(by_ts[missing.ts])
                 fetched += 1
     txn_ops = [op for op in ops if op.txn is not None]
@@ -234,7 +234,7 @@ def test_fuzzed_entries_give_ops_or_a_decode_error(entries: list[dict[str, Any]]
             ops = decoder.decode(entry)
         except DecodeError:
             continue
-        except ChainIncomplete:
+        except IncompleteChainError:
             continue  # a request for an earlier entry, which the tailer fetches
         assert all(isinstance(op, Op) for op in ops)
 
@@ -246,7 +246,7 @@ def test_fuzzed_raw_bson_entries_give_ops_or_a_decode_error(entry: dict[str, Any
         raw = RawBSONDocument(bson.encode(entry))
     except (bson.InvalidDocument, OverflowError):
         return
-    with contextlib.suppress(DecodeError, ChainIncomplete):
+    with contextlib.suppress(DecodeError, IncompleteChainError):
         OplogDecoder().decode(raw)
 
 

@@ -23,6 +23,8 @@ from gtom._async import oplog as _async_oplog
 from gtom._async._compat import OpQueue as AsyncOpQueue
 from gtom._async.ctx import AsyncOpCtx, start_async
 from gtom._async.multi import AsyncMultiOpCtx, start_multi_async
+from gtom._decode_change import ChangeDecoder
+from gtom._decode_oplog import IncompleteChainError, OplogDecoder
 from gtom._errors import (
     AuthenticationFailedError,
     CallbackError,
@@ -54,11 +56,13 @@ __all__ = [
     "AsyncOpQueue",
     "AuthenticationFailedError",
     "CallbackError",
+    "ChangeDecoder",
     "ConfigurationError",
     "DecodeError",
     "DirectReadProgress",
     "GtomError",
     "HistoryLostError",
+    "IncompleteChainError",
     "MultiOpCtx",
     "NotAuthorizedError",
     "NotReplicaSetError",
@@ -66,6 +70,7 @@ __all__ = [
     "OpCtx",
     "OpFilter",
     "OpQueue",
+    "OplogDecoder",
     "Options",
     "Ordering",
     "ServerError",

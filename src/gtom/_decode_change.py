@@ -1,5 +1,8 @@
 """Change stream events -> `Op`s. Pure: no I/O; every shape is tested on fixtures.
 
+`ChangeDecoder` is public (``gtom.ChangeDecoder``): it turns change events read from anywhere
+into the ops gtom would deliver, without a server.
+
 The mapping follows the oplog decoder, so a consumer sees the same ops whichever source it uses:
 ``insert`` -> ``"i"``; ``update`` and ``replace`` -> ``"u"``; ``delete`` -> ``"d"``; ``drop``,
 ``rename``, ``dropDatabase`` and the DDL events of ``showExpandedEvents`` -> ``"c"`` with the
@@ -48,10 +51,13 @@ def is_invalidate(event: Mapping[str, Any]) -> bool:
 
 
 class ChangeDecoder:
-    """Decodes the events of one change stream, in order, into ops.
+    """Decodes the events of one change stream, in order, into ops (pure, no I/O).
 
-    ``namespace_filter`` sees each op before its documents are set (operation, namespace, id,
-    timestamp only); ``unmarshal`` fills ``op.doc`` from the full document when there is one.
+    ``decode(event)`` returns the op of an event, or None (an ``invalidate``, or filtered out).
+    ``stream_id`` names the stream (``op.stream_id``); ``namespace_filter`` sees each op before
+    its documents are set (operation, namespace, id, timestamp only); ``unmarshal`` fills
+    ``op.doc`` from the full document when there is one; ``codec_options`` decodes raw events.
+    A transaction's events carry ``op.txn``, numbered in the order this decoder saw them.
     """
 
     __slots__ = ("_codec", "_ns_filter", "_stream_id", "_txn_counts", "_unmarshal")
@@ -87,6 +93,7 @@ class ChangeDecoder:
             AttributeError,
             IndexError,
             OverflowError,
+            RecursionError,
             bson.InvalidBSON,
             bson.InvalidDocument,
         ) as e:
@@ -185,7 +192,7 @@ class ChangeDecoder:
             description = event.get("updateDescription")
             if not isinstance(description, Mapping):
                 raise DecodeError("update event has no updateDescription", event)
-            op.update_description = self._dict(description)
+            op.update_description = _normalised(self._dict(description), event)
 
     def _keep(self, op: Op) -> bool:
         return self._ns_filter is None or bool(call_user("namespace_filter", self._ns_filter, op))
@@ -210,6 +217,31 @@ class ChangeDecoder:
         if isinstance(value, RawBSONDocument):
             return bson.decode(value.raw, self._codec)
         return value if isinstance(value, dict) else dict(value)
+
+
+def _normalised(description: Mapping[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
+    """An ``updateDescription`` with all three keys, and ``disambiguatedPaths`` if sent.
+
+    Servers before 5.0 send no ``truncatedArrays``.
+    """
+    updated = description.get("updatedFields", {})
+    removed = description.get("removedFields", [])
+    truncated = description.get("truncatedArrays", [])
+    if not isinstance(updated, Mapping) or not isinstance(removed, list):
+        raise DecodeError("updateDescription has bad updatedFields or removedFields", event)
+    if not isinstance(truncated, list):
+        raise DecodeError("updateDescription has bad truncatedArrays", event)
+    out = {
+        "updatedFields": updated if isinstance(updated, dict) else dict(updated),
+        "removedFields": removed,
+        "truncatedArrays": truncated,
+    }
+    paths = description.get("disambiguatedPaths")
+    if paths is not None:
+        if not isinstance(paths, Mapping):
+            raise DecodeError("updateDescription has bad disambiguatedPaths", event)
+        out["disambiguatedPaths"] = paths
+    return out
 
 
 def _to_raw(value: Mapping[str, Any]) -> RawBSONDocument:

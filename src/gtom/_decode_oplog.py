@@ -1,21 +1,34 @@
 """Oplog entries -> `Op`s. Pure: no I/O, no clock; every shape is tested on fixtures.
 
-Shapes understood (see ``tests/fixtures/oplog/`` for real examples and where they come from):
+`OplogDecoder` is public (``gtom.OplogDecoder``): it turns oplog entries read from anywhere (a
+file, a queue, a backup) into the ops gtom would deliver, without a server. Shapes understood
+(``tests/fixtures/oplog/`` and ``tests/fixtures/corpus/`` hold real examples and where they come
+from):
 
 * ``i`` insert, ``d`` delete, ``n`` no-op (no op, but it is still a position), and the internal
   ``xi``/``xd``/``ci``/``cu`` entries of newer servers (no op either);
 * ``u`` update as ``$v:1`` (``$set``/``$unset``, also without ``$v`` before 3.6), as mongod's
-  ``$v:2`` diff (``u``/``i``/``d``/``s<field>`` sections, array diffs with ``a``/``l``/``u<n>``/
-  ``s<n>``), as the change-event shaped ``$v:2`` diff SecantusDB writes
+  ``$v:2`` diff (``u``/``i``/``b``/``d``/``s<field>`` sections, array diffs with ``a``/``l``/
+  ``u<n>``/``s<n>``), as the change-event shaped ``$v:2`` diff SecantusDB writes
   (``updatedFields``/``removedFields``/``truncatedArrays``), or as a whole replacement;
 * ``c`` commands: DDL (create, drop, dropDatabase, renameCollection, collMod, indexes, ...)
   become ops; ``applyOps`` is unrolled into one op per inner write, including 4.2+
   ``partialTxn`` chains and prepared transactions (``prepare`` + ``commitTransaction``), which
-  are held back until their commit and linked through ``prevOpTime``.
+  are held back until their commit and linked through ``prevOpTime``; 8.0's vectored inserts
+  (``applyOps`` with ``multiOpType: 1``) each stand alone, whatever their ``prevOpTime`` says;
+* writes to ``<db>.system.views`` become the view's ``create``/``collMod``/``drop`` (as in
+  change streams), and inserts into ``<db>.system.indexes`` (index builds before 3.4) become
+  ``createIndexes``.
 
-A commit whose earlier chain entries this decoder never saw (tailing started mid-chain) raises
-`ChainIncomplete` naming the missing entry; the I/O layer fetches it, hands it to `remember`,
-and decodes the commit again.
+Internal namespaces (`gtom._namespaces.is_internal`) give no op unless ``include_internal``.
+
+**The transaction chain contract.** Feed entries in oplog order. The entries of a transaction
+that come before its commit are held inside the decoder until the commit arrives, then come out
+together. A commit whose earlier entries this decoder never saw (reading started in the middle
+of a chain) raises `IncompleteChainError` naming the missing entry's timestamp: fetch that entry
+(e.g. ``find_one({"ts": error.ts})`` on the oplog), give it to `OplogDecoder.remember`, and call
+`OplogDecoder.decode` with the commit again; repeat until it returns. Nothing is lost or
+repeated meanwhile: the failed call changed nothing.
 """
 
 from __future__ import annotations
@@ -29,10 +42,11 @@ from bson import Timestamp
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.raw_bson import RawBSONDocument
 
-from gtom._errors import CallbackError, DecodeError
+from gtom._errors import CallbackError, DecodeError, GtomError
+from gtom._namespaces import is_internal
 from gtom._op import Op, Source, Txn
 
-__all__ = ["ChainIncomplete", "OplogDecoder", "call_user", "diff_to_update_description"]
+__all__ = ["IncompleteChainError", "OplogDecoder", "call_user", "diff_to_update_description"]
 
 #: Operation letters newer servers use for internal bookkeeping (global index keys, containers):
 #: no user document changes, so no op.
@@ -40,6 +54,9 @@ _INTERNAL_OPS = frozenset({"xi", "xd", "ci", "cu"})
 #: Commands that are index-build bookkeeping, not changes: the build's completion
 #: (``commitIndexBuild``, or ``createIndexes`` on an empty collection) is the change.
 _SKIPPED_COMMANDS = frozenset({"startIndexBuild", "abortIndexBuild"})
+#: ``multiOpType`` of an ``applyOps`` whose writes apply on their own (8.0's vectored inserts):
+#: never part of a transaction chain, whatever its ``prevOpTime`` says.
+_APPLIED_SEPARATELY = 1
 #: Commands whose value is the name of the collection they act on.
 _COLLECTION_COMMANDS = frozenset(
     {
@@ -55,39 +72,66 @@ _COLLECTION_COMMANDS = frozenset(
     }
 )
 _NULL_TS = Timestamp(0, 0)
+_LEGACY_INDEXES = ".system.indexes"
+_SYSTEM_VIEWS = ".system.views"
 
 NamespaceFilter = Callable[[Op], bool]
 Unmarshal = Callable[[str, RawBSONDocument], Any]
 
 
-class ChainIncomplete(Exception):  # noqa: N818 - a signal to the I/O layer, not an error
-    """A transaction commit needs an earlier oplog entry (at ``ts``) the decoder has not seen."""
+class IncompleteChainError(GtomError):
+    """A transaction's commit needs an earlier oplog entry, at ``ts``, the decoder has not seen.
+
+    Fetch it, give it to `OplogDecoder.remember`, and decode the commit again.
+    """
 
     def __init__(self, ts: Timestamp) -> None:
         """Name the missing entry by its timestamp."""
-        super().__init__(f"transaction chain entry at {ts} is needed")
+        super().__init__(f"the transaction chain entry at {ts} is needed")
         self.ts = ts
 
 
 class OplogDecoder:
-    """Decodes oplog entries in oplog order into ops, holding transaction chains until commit.
+    """Decodes oplog entries, given in oplog order, into the ops gtom delivers (pure, no I/O).
+
+    ``decode(entry)`` returns the ops an entry makes visible (often one; none for no-ops, for
+    internal namespaces, for filtered-out ops and for transaction entries held until their
+    commit); see the module docstring for the transaction chain contract. Entries may be dicts
+    or `bson.raw_bson.RawBSONDocument`s.
 
     ``namespace_filter`` sees each op before its document is decoded (only operation, namespace,
-    id and timestamp are set); ``unmarshal`` fills ``op.doc`` for ops that carry a document.
+    id and timestamp are set); ``unmarshal`` fills ``op.doc`` for ops that carry a document;
+    ``include_internal`` keeps the ops of internal namespaces; ``disambiguate`` adds
+    ``disambiguatedPaths`` to the update descriptions of ``$v:2`` updates, as change streams do
+    with ``showExpandedEvents``; ``codec_options`` decodes raw documents (e.g. a client's UUID
+    representation and time zone).
     """
 
-    __slots__ = ("_codec", "_flat_index", "_flat_key", "_held", "_ns_filter", "_unmarshal")
+    __slots__ = (
+        "_codec",
+        "_disambiguate",
+        "_flat_index",
+        "_flat_key",
+        "_held",
+        "_internal",
+        "_ns_filter",
+        "_unmarshal",
+    )
 
     def __init__(
         self,
         *,
         namespace_filter: NamespaceFilter | None = None,
         unmarshal: Unmarshal | None = None,
+        include_internal: bool = False,
+        disambiguate: bool = False,
         codec_options: CodecOptions[dict[str, Any]] = DEFAULT_CODEC_OPTIONS,
     ) -> None:
         """Create a decoder; see the class docstring for the arguments."""
         self._ns_filter = namespace_filter
         self._unmarshal = unmarshal
+        self._internal = include_internal
+        self._disambiguate = disambiguate
         self._codec = codec_options
         # partialTxn / prepare entries waiting for their commit, by their own ts.
         self._held: dict[Timestamp, Mapping[str, Any]] = {}
@@ -101,20 +145,31 @@ class OplogDecoder:
         return len(self._held)
 
     def remember(self, entry: Mapping[str, Any]) -> None:
-        """Hold a transaction chain entry fetched after a `ChainIncomplete`."""
+        """Hold a transaction chain entry fetched after an `IncompleteChainError`."""
         self._held[_timestamp(entry)] = entry
 
     def decode(self, entry: Mapping[str, Any]) -> list[Op]:
         """The ops an oplog entry makes visible now (often one, none for no-ops and held entries).
 
-        Raises `DecodeError` for an entry of unknown shape and `ChainIncomplete` when a commit
-        needs an entry the decoder has not seen.
+        Raises `DecodeError` for an entry of unknown shape, `IncompleteChainError` when a commit
+        needs an entry the decoder has not seen, and `CallbackError` when a filter or
+        ``unmarshal`` raised.
         """
         try:
             return self._decode(entry)
-        except (DecodeError, ChainIncomplete, CallbackError):
+        except (DecodeError, IncompleteChainError, CallbackError):
             raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, bson.InvalidBSON) as e:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            IndexError,
+            OverflowError,
+            RecursionError,
+            bson.InvalidBSON,
+            bson.InvalidDocument,
+        ) as e:
             raise DecodeError(f"malformed oplog entry ({type(e).__name__}: {e})", entry) from e
 
     # -- entry level ---------------------------------------------------------------------------
@@ -172,6 +227,10 @@ class OplogDecoder:
         inner = body["applyOps"]
         if not isinstance(inner, list):
             raise DecodeError("applyOps must be an array", entry)
+        if entry.get("multiOpType") == _APPLIED_SEPARATELY:
+            # Its prevOpTime links it to the previous entry of the same write, already
+            # delivered: mongod applies each such entry on its own, and so does gtom.
+            return self._unroll([entry], ts, wall)
         if body.get("partialTxn") or body.get("prepare"):
             self._held[ts] = entry  # delivered when the transaction commits
             return []
@@ -192,8 +251,9 @@ class OplogDecoder:
     ) -> Iterator[Mapping[str, Any]]:
         """The earlier entries of ``entry``'s transaction, newest first, taken from the held ones.
 
-        The walk first checks that every link is held (raising `ChainIncomplete` for the first
-        missing one when ``fetch_missing``), so a retry after fetching finds the chain intact.
+        The walk first checks that every link is held (raising `IncompleteChainError` for the
+        first missing one when ``fetch_missing``), so a retry after fetching finds the chain
+        intact.
         """
         links: list[Timestamp] = []
         prev = _prev_ts(entry)
@@ -201,7 +261,7 @@ class OplogDecoder:
             held = self._held.get(prev)
             if held is None:
                 if fetch_missing:
-                    raise ChainIncomplete(prev)
+                    raise IncompleteChainError(prev)
                 break
             links.append(prev)
             prev = _prev_ts(held)
@@ -212,13 +272,13 @@ class OplogDecoder:
         first = chain[0]
         lsid = first.get("lsid")
         txn_number = first.get("txnNumber")
-        # multiOpType 1 (8.0+): a retryable multi-document insert logged as one applyOps, whose
-        # writes apply separately; it has a session but is not a transaction.
+        # A multiOpType (8.0+) marks a retryable write's insertMany logged as applyOps: it has
+        # a session but is no transaction.
         txn_key = (
             (_plain(lsid, self._codec), int(txn_number))
             if isinstance(lsid, Mapping)
             and isinstance(txn_number, int)
-            and first.get("multiOpType") != 1
+            and not first.get("multiOpType")
             else None
         )
         ops: list[Op] = []
@@ -255,6 +315,11 @@ class OplogDecoder:
         if kind == "c":
             self._command(ns, o, ts, wall, txn, out)
             return
+        if ns.endswith(_SYSTEM_VIEWS) or (kind == "i" and ns.endswith(_LEGACY_INDEXES)):
+            self._ddl_write(kind, ns, o, ts, wall, txn, out)
+            return
+        if not self._internal and is_internal(ns):
+            return
         if kind == "u":
             key = _document(entry, "o2")
             if "_id" not in key:
@@ -287,7 +352,9 @@ class OplogDecoder:
                     raise DecodeError("an update is neither operators nor a replacement", entry)
                 self._set_document(op, o)  # a whole replacement
             else:
-                op.update_description = _update_description(o, version, self._codec)
+                op.update_description = _update_description(
+                    o, version, self._codec, self._disambiguate
+                )
         out.append(op)
 
     def _command(
@@ -312,11 +379,66 @@ class OplogDecoder:
             namespace = target
         else:
             namespace = ns
+        self._command_op(namespace, o, ts, wall, txn, out)
+
+    def _command_op(
+        self,
+        namespace: str,
+        o: Mapping[str, Any],
+        ts: Timestamp,
+        wall: Any,
+        txn: Txn | None,
+        out: list[Op],
+    ) -> None:
+        if not self._internal and is_internal(namespace):
+            return
         op = Op("c", namespace, timestamp=ts, source=Source.OPLOG, txn=txn, wall=wall)
         if self._ns_filter is not None and not call_user("namespace_filter", self._ns_filter, op):
             return
         op.data = _to_dict(o, self._codec)
         out.append(op)
+
+    def _ddl_write(
+        self,
+        kind: str,
+        ns: str,
+        o: Mapping[str, Any],
+        ts: Timestamp,
+        wall: Any,
+        txn: Txn | None,
+        out: list[Op],
+    ) -> None:
+        """A write to a system collection that is DDL on a user namespace, as that command.
+
+        * ``<db>.system.views``: views are documents there (``_id`` is the view's namespace).
+          As mongod's change streams do, an insert is a ``create``, a replacement a ``collMod``
+          and a delete a ``drop`` of the view.
+        * ``<db>.system.indexes``: servers before 3.4 logged an index build as an insert of
+          its spec (``ns`` names the collection); later ones log ``createIndexes``.
+        """
+        database = ns.partition(".")[0]
+        o = _to_dict(o, self._codec)  # plain values all the way down (o may be raw BSON)
+        if ns.endswith(_SYSTEM_VIEWS):
+            target, name = o.get("_id"), "create"
+            if kind == "u":
+                name = "collMod"
+                if "_id" not in o or any(k.startswith("$") for k in o):
+                    raise DecodeError("a view's definition was not replaced whole", o)
+            elif kind == "d":
+                name = "drop"
+            skip = "_id"
+        else:
+            target, name, skip = o.get("ns"), "createIndexes", "ns"
+        if not isinstance(target, str) or not target.startswith(database + "."):
+            raise DecodeError(f"a write to {ns} names no collection of {database}", o)
+        collection = target[len(database) + 1 :]
+        if not collection:
+            raise DecodeError(f"a write to {ns} names no collection of {database}", o)
+        if name == "drop":
+            command: dict[str, Any] = {"drop": collection}
+        else:
+            command = {name: collection, **{k: v for k, v in o.items() if k != skip}}
+        self._command_op(target, command, ts, wall, txn, out)
 
     def _set_document(self, op: Op, document: Mapping[str, Any]) -> None:
         op.data = _to_dict(document, self._codec)
@@ -329,7 +451,7 @@ class OplogDecoder:
 
 
 def _update_description(
-    o: Mapping[str, Any], version: Any, codec: CodecOptions[dict[str, Any]]
+    o: Mapping[str, Any], version: Any, codec: CodecOptions[dict[str, Any]], disambiguate: bool
 ) -> dict[str, Any]:
     if version is None or version == 1:
         updated = o.get("$set", {})
@@ -348,18 +470,26 @@ def _update_description(
         diff = o.get("diff")
         if not isinstance(diff, Mapping):
             raise DecodeError("a $v:2 update must have a 'diff' document", o)
-        return diff_to_update_description(_to_dict(diff, codec))
+        return diff_to_update_description(_to_dict(diff, codec), disambiguate=disambiguate)
     raise DecodeError(f"unknown update version $v={version!r}", o)
 
 
 _CHANGE_EVENT_KEYS = ("updatedFields", "removedFields", "truncatedArrays")
 
 
-def diff_to_update_description(diff: Mapping[str, Any]) -> dict[str, Any]:
+def diff_to_update_description(
+    diff: Mapping[str, Any], *, disambiguate: bool = False
+) -> dict[str, Any]:
     """A change stream's ``updateDescription`` for a ``$v:2`` oplog diff.
 
-    Understands mongod's diff format (``u``/``i``/``d``/``s<field>``, arrays with ``a``, ``l``,
-    ``u<index>``, ``s<index>``) and the change-event shaped diff SecantusDB writes.
+    Understands mongod's diff format (``u``/``i``/``b``/``d``/``s<field>``, arrays with ``a``,
+    ``l``, ``u<index>``, ``s<index>``) and the change-event shaped diff SecantusDB writes. Like
+    mongod's own change-stream diff parser, it reports the fields of the update (``u``), insert
+    (``i``) and binary (``b``: time-series columns) sections as ``updatedFields``, then the
+    deleted ones, then the sub-diffs of the level, depth first. With ``disambiguate`` it also
+    gives ``disambiguatedPaths`` as mongod does with ``showExpandedEvents`` (6.1+): for each
+    path holding a field name with a dot, or a numeric field name past the first, its parts
+    (array indexes as ints, field names as strings).
     """
     if any(k in diff for k in _CHANGE_EVENT_KEYS):
         updated = diff.get("updatedFields", {})
@@ -377,47 +507,105 @@ def diff_to_update_description(diff: Mapping[str, Any]) -> dict[str, Any]:
             "truncatedArrays": list(truncated),
         }
     out: dict[str, Any] = {"updatedFields": {}, "removedFields": [], "truncatedArrays": []}
-    _walk_object_diff(diff, "", out)
+    if disambiguate:
+        out["disambiguatedPaths"] = {}
+        _walk_object_diff(diff, "", out, (), False)
+    else:
+        _walk_object_diff(diff, "", out, None, False)
     return out
 
 
-def _walk_object_diff(diff: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
+#: Sections of a document diff whose fields are reported as updated, in mongod's order.
+_UPDATED_SECTIONS = ("u", "i", "b")
+
+#: The parts of a path so far (field names and array indexes), or None when not disambiguating.
+Parts = tuple[str | int, ...] | None
+
+
+def _walk_object_diff(
+    diff: Mapping[str, Any], prefix: str, out: dict[str, Any], parts: Parts, ambiguous: bool
+) -> None:
+    subs: list[tuple[str, Any]] = []
     for key, value in diff.items():
-        if key in ("u", "i"):
-            section = _section(value, key)
-            for field, new in section.items():
-                out["updatedFields"][prefix + field] = new
-        elif key == "d":
-            out["removedFields"].extend(prefix + field for field in _section(value, key))
-        elif key.startswith("s") and len(key) > 1:
-            _walk_sub_diff(_section(value, key), prefix + key[1:], out)
-        else:
-            raise DecodeError(f"unknown section {key!r} in an update diff", diff)
+        if key not in _UPDATED_SECTIONS and key != "d":
+            if not key.startswith("s"):  # "s" alone: the sub-diff of a field named ""
+                raise DecodeError(f"unknown section {key!r} in an update diff", diff)
+            subs.append((key, value))
+    updated = out["updatedFields"]
+    for key in _UPDATED_SECTIONS:
+        if key in diff:
+            for field, new in _section(diff[key], key).items():
+                updated[prefix + field] = new
+                if parts is not None:
+                    _note_field(out, prefix + field, parts, field, ambiguous)
+    if "d" in diff:
+        for field in _section(diff["d"], "d"):
+            out["removedFields"].append(prefix + field)
+            if parts is not None:
+                _note_field(out, prefix + field, parts, field, ambiguous)
+    for key, value in subs:
+        field = key[1:]
+        sub, sub_ambiguous = None, ambiguous
+        if parts is not None:
+            sub = (*parts, field)
+            sub_ambiguous = ambiguous or _ambiguous_field(field, first=not parts)
+        _walk_sub_diff(_section(value, key), prefix + field, out, sub, sub_ambiguous)
 
 
-def _walk_sub_diff(diff: Mapping[str, Any], path: str, out: dict[str, Any]) -> None:
+def _walk_sub_diff(
+    diff: Mapping[str, Any], path: str, out: dict[str, Any], parts: Parts, ambiguous: bool
+) -> None:
     if diff.get("a") is True:
-        _walk_array_diff(diff, path, out)
+        _walk_array_diff(diff, path, out, parts, ambiguous)
     else:
-        _walk_object_diff(diff, path + ".", out)
+        _walk_object_diff(diff, path + ".", out, parts, ambiguous)
 
 
-def _walk_array_diff(diff: Mapping[str, Any], path: str, out: dict[str, Any]) -> None:
+def _walk_array_diff(
+    diff: Mapping[str, Any], path: str, out: dict[str, Any], parts: Parts, ambiguous: bool
+) -> None:
+    if "l" in diff:  # the new length first, as mongod reports it
+        size = diff["l"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise DecodeError(f"array diff has a bad new length {size!r}", diff)
+        out["truncatedArrays"].append({"field": path, "newSize": size})
+        if parts is not None and ambiguous:
+            out["disambiguatedPaths"][path] = list(parts)
     for key, value in diff.items():
-        if key == "a":
+        if key == "a" or key == "l":
             continue
-        if key == "l":
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise DecodeError(f"array diff has a bad new length {value!r}", diff)
-            out["truncatedArrays"].append({"field": path, "newSize": value})
-        elif len(key) > 1 and key[0] in "us" and key[1:].isdigit():
-            element = f"{path}.{int(key[1:])}"
+        if len(key) > 1 and key[0] in "us" and key[1:].isdigit():
+            index = int(key[1:])
+            element = f"{path}.{index}"
             if key[0] == "u":
                 out["updatedFields"][element] = value
+                if parts is not None and ambiguous:
+                    out["disambiguatedPaths"][element] = [*parts, index]
             else:
-                _walk_sub_diff(_section(value, key), element, out)
+                sub = None if parts is None else (*parts, index)
+                _walk_sub_diff(_section(value, key), element, out, sub, ambiguous)
         else:
             raise DecodeError(f"unknown section {key!r} in an array diff", diff)
+
+
+def _ambiguous_field(field: str, *, first: bool) -> bool:
+    """Whether a field name makes its dotted path ambiguous.
+
+    It does when it holds a dot, or (past the first part) is a number without leading zeros,
+    which reads as an array index.
+    """
+    if "." in field:
+        return True
+    return (
+        not first and field.isdigit() and field.isascii() and (len(field) == 1 or field[0] != "0")
+    )
+
+
+def _note_field(
+    out: dict[str, Any], path: str, parts: tuple[str | int, ...], field: str, ambiguous: bool
+) -> None:
+    if ambiguous or _ambiguous_field(field, first=not parts):
+        out["disambiguatedPaths"][path] = [*parts, field]
 
 
 def _section(value: Any, key: str) -> Mapping[str, Any]:

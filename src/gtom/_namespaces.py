@@ -1,4 +1,24 @@
-"""Settings the command line and the daemon share (pure): start positions and tail filters."""
+"""Namespaces (pure): which are the server's own; start positions and tail filters.
+
+The command line and the daemon share the start positions and tail filters.
+
+**Internal namespaces** hold the server's bookkeeping, not user data. Change streams never show
+them, so by default gtom skips them in the oplog too, before decoding anything
+(``Options(include_internal=True)`` delivers them). The exact rule, `is_internal`:
+
+* every namespace of the ``local`` database (the oplog itself, ``local.system.replset``, ...);
+* every namespace of the ``config`` database (``config.system.sessions``,
+  ``config.transactions``, ``config.cache.*``, ``config.image_collection``,
+  ``config.system.preimages``, a config server's ``config.chunks``, ...);
+* every ``system.*`` collection of any database: ``admin.system.*`` (users, roles, version,
+  keys), ``<db>.system.buckets.*`` (time-series buckets), ``<db>.system.views``,
+  ``<db>.system.profile``, ``<db>.system.js``, ``<db>.system.resharding.*``.
+
+DDL on user collections is not internal, including commands logged on ``<db>.$cmd`` (create,
+drop, renameCollection, createIndexes, dropDatabase, ...): a command's namespace is the
+collection it acts on. Index builds logged by servers before 3.4 as inserts into
+``<db>.system.indexes`` are decoded as the ``createIndexes`` command they are.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +28,26 @@ from bson import Timestamp
 
 from gtom._op import Op, Source
 
-__all__ = ["parse_position", "tail_filter"]
+__all__ = ["INTERNAL_DATABASES", "is_internal", "parse_position", "tail_filter"]
+
+INTERNAL_DATABASES = frozenset({"local", "config"})
+"""Databases whose every namespace is internal."""
+_SYSTEM = "system."
+#: Answers so far: a tailer sees few distinct namespaces, and this runs once per oplog entry.
+_answers: dict[str, bool] = {}
+_ANSWERS_KEPT = 4096
+
+
+def is_internal(namespace: str) -> bool:
+    """Whether ``namespace`` (``"db.coll"``) is the server's own, not user data (see above)."""
+    known = _answers.get(namespace)
+    if known is None:
+        database, _, collection = namespace.partition(".")
+        known = database in INTERNAL_DATABASES or collection.startswith(_SYSTEM)
+        if len(_answers) >= _ANSWERS_KEPT:
+            _answers.clear()
+        _answers[namespace] = known
+    return known
 
 
 def parse_position(text: str) -> Timestamp | None:

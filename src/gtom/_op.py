@@ -71,7 +71,8 @@ class Op:
     """Where the op came from."""
     update_description: dict[str, Any] | None = None
     """``{"updatedFields", "removedFields", "truncatedArrays"}`` for updates that say what
-    changed, else None (inserts, replacements, ...)."""
+    changed, else None (inserts, replacements, ...); from a change stream also
+    ``"disambiguatedPaths"`` when the server sends it (6.1+ with ``show_expanded_events``)."""
     doc: Any = None
     """What ``Options.unmarshal`` returned for this op's document, if set."""
     txn: Txn | None = None
