@@ -98,6 +98,25 @@ def test_tail_prints_each_change_as_a_json_line(
     assert tail_process.stop() == 0
 
 
+def test_tail_skips_internal_namespaces_unless_include_internal_is_given(
+    server: TestServer, client: Any, db_name: str
+) -> None:
+    scope = ("--uri", server.uri, "--ns", "config", "--ns", db_name)
+    default, everything = Tail(*scope), Tail(*scope, "--include-internal")
+    try:
+        client.config[db_name].insert_one({"_id": "bookkeeping"})
+        client[db_name].c.insert_one({"_id": "user data"})
+        (first,) = default.lines(1)
+        assert (first["namespace"], first["id"]) == (f"{db_name}.c", "user data")
+        internal, user = everything.lines(2)
+        assert (internal["namespace"], internal["id"]) == (f"config.{db_name}", "bookkeeping")
+        assert user["id"] == "user data"
+        assert default.stop() == 0 and everything.stop() == 0
+    finally:
+        default.close()
+        everything.close()
+
+
 def test_tail_output_is_relaxed_extended_json(
     tail_process: Tail, client: Any, db_name: str
 ) -> None:

@@ -145,6 +145,12 @@ def _build_parser() -> _Parser:
     tail.add_argument(
         "--canonical", action="store_true", help="canonical instead of relaxed Extended JSON"
     )
+    tail.add_argument(
+        "--include-internal",
+        action="store_true",
+        help="also print the oplog changes of internal namespaces (the local and config "
+        "databases, system.* collections), which are skipped by default",
+    )
 
     for name, text in (
         ("run", "the daemon: deliver every change to a sink, with checkpoints (gtom[daemon])"),
@@ -241,7 +247,9 @@ def _run_tail(args: argparse.Namespace) -> int:
             "--shards-from tails each shard's oplog; change streams follow a sharded cluster "
             "through mongos: use --change-streams --uri MONGOS_URI instead"
         )
-    copy = gtom.Options(direct_read_ns=list(args.direct_read))
+    copy = gtom.Options(
+        direct_read_ns=list(args.direct_read), include_internal=args.include_internal
+    )
     if args.worker is not None:
         copy = copy.replace(filter=consistent_hash_filter_from_file(args.worker, args.workers_file))
     if args.no_tail:

@@ -70,6 +70,10 @@ class Options:
     """Concurrent document fetchers."""
     ordering: Ordering = Ordering.OPLOG
     """Order guarantee of ops leaving gtom (see `Ordering`)."""
+    include_internal: bool = False
+    """Also deliver the oplog ops of internal namespaces (the server's own bookkeeping: the
+    ``local`` and ``config`` databases and ``system.*`` collections; see docs/oplog.md). Change
+    streams never show them."""
     update_data_as_delta: bool = False
     """For oplog updates, ``op.data`` is the change itself instead of the fetched document."""
     direct_read_ns: Sequence[str] = ()
@@ -107,7 +111,8 @@ class Options:
     pre-image, as ``op.before``, where the collection records pre-images."""
     show_expanded_events: bool = False
     """Change streams also report create, createIndexes, dropIndexes, modify and sharding
-    events (MongoDB 6.0+)."""
+    events (MongoDB 6.0+), and update descriptions carry ``disambiguatedPaths`` (6.1+); oplog
+    updates then carry ``disambiguatedPaths`` too."""
     on_history_lost: str = "fail"
     """What to do when the resume position fell off the oplog: ``"fail"`` (raise
     `HistoryLostError`). The library never skips a gap silently."""
@@ -126,6 +131,10 @@ class Options:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        for name in ("oplog_disabled", "include_internal", "update_data_as_delta", "split_vector"):
+            flag = getattr(self, name)
+            if not isinstance(flag, bool):
+                raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
         for name in ("namespace_filter", "filter", "after", "pipe", "unmarshal"):
             value = getattr(self, name)
             if value is not None and not callable(value):

@@ -37,7 +37,7 @@ from gtom._async._compat import (
 )
 from gtom._async.fetch import Fetcher, delta
 from gtom._backoff import Backoff
-from gtom._decode_oplog import ChainIncomplete, OplogDecoder, call_user
+from gtom._decode_oplog import IncompleteChainError, OplogDecoder, call_user
 from gtom._errors import (
     DecodeError,
     GtomError,
@@ -195,6 +195,8 @@ class OplogTailer:
         self._decoder = OplogDecoder(
             namespace_filter=options.namespace_filter,
             unmarshal=options.unmarshal,
+            include_internal=options.include_internal,
+            disambiguate=options.show_expanded_events,
             codec_options=self._codec,
         )
         self._backoff = Backoff()
@@ -429,7 +431,7 @@ class OplogTailer:
                 continue
             try:
                 ops = decode(entry)
-            except ChainIncomplete:
+            except IncompleteChainError:
                 ops = await self._decode_chain(entry)
             if delta_mode:
                 for op in ops:
@@ -465,7 +467,7 @@ class OplogTailer:
         while True:
             try:
                 return self._decoder.decode(entry)
-            except ChainIncomplete as missing:
+            except IncompleteChainError as missing:
                 self._decoder.remember(await self._fetch_chain_entry(missing.ts))
 
     async def _fetch_chain_entry(self, ts: Timestamp) -> dict[str, Any]:

@@ -184,7 +184,11 @@ class MultiOpCtx(OpCtx):
         if self.stopped:
             raise StoppedError("add_shard_listener() on a context that has ended")
         shard_options = self.options if options is None else resolve(options)
-        listen = Options(namespace_filter=_is_new_shard, channel_size=self.options.channel_size)
+        listen = Options(
+            namespace_filter=_is_new_shard,
+            include_internal=True,  # config.shards is the config server's own
+            channel_size=self.options.channel_size,
+        )
         if after is not None:
             since = check_timestamp(after, "add_shard_listener(after=)")
             listen = listen.replace(after=lambda client, options: since)

@@ -29,7 +29,7 @@ from pymongo.synchronous.collection import Collection
 from pymongo.synchronous.cursor import Cursor
 
 from gtom._backoff import Backoff
-from gtom._decode_oplog import ChainIncomplete, OplogDecoder, call_user
+from gtom._decode_oplog import IncompleteChainError, OplogDecoder, call_user
 from gtom._errors import (
     DecodeError,
     GtomError,
@@ -196,6 +196,8 @@ class OplogTailer:
         self._decoder = OplogDecoder(
             namespace_filter=options.namespace_filter,
             unmarshal=options.unmarshal,
+            include_internal=options.include_internal,
+            disambiguate=options.show_expanded_events,
             codec_options=self._codec,
         )
         self._backoff = Backoff()
@@ -430,7 +432,7 @@ class OplogTailer:
                 continue
             try:
                 ops = decode(entry)
-            except ChainIncomplete:
+            except IncompleteChainError:
                 ops = self._decode_chain(entry)
             if delta_mode:
                 for op in ops:
@@ -466,7 +468,7 @@ class OplogTailer:
         while True:
             try:
                 return self._decoder.decode(entry)
-            except ChainIncomplete as missing:
+            except IncompleteChainError as missing:
                 self._decoder.remember(self._fetch_chain_entry(missing.ts))
 
     def _fetch_chain_entry(self, ts: Timestamp) -> dict[str, Any]:

@@ -81,6 +81,11 @@ class Source(_Section):
     update_data_as_delta: bool = Field(
         False, description="oplog updates carry their change instead of the fetched document"
     )
+    include_internal: bool = Field(
+        False,
+        description="also deliver the oplog changes of internal namespaces (the local and "
+        "config databases, system.* collections)",
+    )
     timeout: float = Field(10.0, gt=0, description="seconds to look for the server")
 
     @model_validator(mode="after")

@@ -201,6 +201,7 @@ class Runner:
         options = gtom.Options(
             channel_size=max(256, 2 * config.delivery.batch_size),
             update_data_as_delta=source.update_data_as_delta,
+            include_internal=source.include_internal,
             full_document=source.full_document,
         )
         if source.worker is not None:
