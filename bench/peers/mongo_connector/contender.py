@@ -2,7 +2,7 @@
 
 Run with the virtualenv that setup.sh builds (Python 3.11, pymongo 3.13):
 
-    ~/.cache/gtom-bench/venvs/mongo-connector/bin/python bench/peers/mongo_connector/contender.py \\
+    ~/.cache/gtom/venvs/mongo-connector/bin/python bench/peers/mongo_connector/contender.py \\
         --uri URI --mode oplog|changes|direct --db DB --expect N [--after SECS.INC] [--segments K]
 
 mongo-connector runs unmodified, through its own command-line entry point

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds the mongo-connector 3.1.1 contender's own virtualenv, in the bench cache (outside the
-# clone: $GTOM_BENCH_CACHE, else ~/.cache/gtom-bench) under venvs/mongo-connector.
+# clone: $GTOM_CACHE, else ~/.cache/gtom) under venvs/mongo-connector.
 # mongo-connector (last release 2018) installs on Python 3.11 only beside pymongo 3.13
 # (it calls APIs that pymongo 4 removed). Idempotent: a marker file records a finished install.
 # Usage: bench/peers/mongo_connector/setup.sh   (PYTHON=/path/to/python3.11 to choose the interpreter)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CACHE="${GTOM_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gtom-bench}"
+CACHE="${GTOM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gtom}"
 VENV="$CACHE/venvs/mongo-connector"
 # Every package pinned, so that a clean machine resolves the same set.
 REQS=(
