@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import math
 
+import bson
 from bson import Int64, ObjectId, Timestamp, json_util
+from bson.codec_options import CodecOptions
 
 from gtom import Op, Source, Txn
+from gtom._extjson import output_codec_options
 from gtom.daemon.checkpoint import Checkpoint, Mark
-from gtom.daemon.events import EventMaker, event_id
+from gtom.daemon.events import NO_ID, EventMaker, event_id
 from gtom.daemon.positions import ALL, Skipper, Tracker, lane_of, previous_timestamp, resume_after
 
 T1, T2 = Timestamp(100, 1), Timestamp(100, 2)
+#: What the daemon's own client decodes with (`gtom._extjson`).
+OUTPUT = CodecOptions(**output_codec_options())
 
 
 def op(ts: Timestamp | None, _id: object = 1, **kw: object) -> Op:
@@ -25,8 +30,19 @@ def test_event_ids_are_position_index_namespace_and_id_digest() -> None:
     time_inc, index, ns, digest = eid.split(":")
     assert (time_inc, index, ns, len(digest)) == ("100.1", "2", "db.c", 16)
     assert event_id(None, 0, "db.c", 1).startswith("copy:0:db.c:")
-    assert event_id(T1, 0, "db.$cmd", None).endswith(":-")
+    assert event_id(T1, 0, "db.$cmd", NO_ID).endswith(":-")  # a command: no _id at all
+    null_id = event_id(T1, 0, "db.c", None)  # a document whose _id is null
+    assert not null_id.endswith(":-") and len(null_id.rsplit(":", 1)[1]) == 16
     assert event_id(T1, 0, "db.c", 1) != event_id(T1, 0, "db.c", Int64(1))
+
+
+def test_a_null_id_is_a_document_key_and_a_digest_of_its_own_unlike_a_command() -> None:
+    maker = EventMaker()
+    document = maker.make(op(T1, None), "oplog")
+    command = maker.make(Op("c", "db.c", data={"drop": "c"}, timestamp=T2), "oplog")
+    assert json.loads(document.payload)["document_key"] == {"_id": None}
+    assert json.loads(command.payload)["document_key"] is None
+    assert document.id.rsplit(":", 1)[1] != "-" and command.id.endswith(":-")
 
 
 def test_ops_sharing_a_timestamp_are_numbered_and_the_numbering_survives_a_restart() -> None:
@@ -52,7 +68,8 @@ def test_payload_is_one_json_object_with_the_event_fields() -> None:
     assert document["event_id"] == event.id and document["operation"] == "i"
     assert document["document_key"] == {"_id": {"$oid": "5f0000000000000000000001"}}
     assert document["timestamp"] == {"$timestamp": {"t": 100, "i": 1}}
-    nan = EventMaker().make(op(T1, 1, data={"_id": 1, "x": math.nan}), "oplog")
+    decoded = bson.decode(bson.encode({"_id": 1, "x": math.nan}), OUTPUT)  # as the daemon reads
+    nan = EventMaker().make(op(T1, 1, data=decoded), "oplog")
     assert json_util.loads(nan.payload)["data"]["x"] != json_util.loads(nan.payload)["data"]["x"]
     canonical = EventMaker(canonical=True).make(op(T1, 1), "oplog")
     assert json.loads(canonical.payload)["id"] == {"$numberInt": "1"}

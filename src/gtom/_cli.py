@@ -23,10 +23,11 @@ from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import PyMongoError
 
 import gtom
-from gtom._jsonl import op_line
+from gtom._extjson import output_codec_options
+from gtom._jsonl import OpLines
 from gtom._namespaces import parse_position, tail_filter
 from gtom._op import Op
-from gtom._redact import redact
+from gtom._redact import redact, uri_error
 from gtom.consistent import consistent_hash_filter_from_file
 
 __all__ = ["main"]
@@ -174,10 +175,18 @@ def tail(
     client: MongoClient[Any], options: gtom.Options, out: TextIO, *, canonical: bool = False
 ) -> int:
     """Print ``client``'s changes to ``out`` until interrupted (SIGINT/SIGTERM) or a fatal error."""
-    return print_ops(gtom.start(client, options), out, canonical=canonical)
+    lines = _lines(client, canonical)
+    return print_ops(gtom.start(client, options), out, lines)
 
 
-def print_ops(ctx: gtom.OpCtx, out: TextIO, *, canonical: bool = False, what: str = "") -> int:
+def _lines(client: MongoClient[Any], canonical: bool) -> OpLines:
+    """How ops of ``client`` are written: UUIDs back as the binaries the client decoded."""
+    return OpLines(
+        canonical=canonical, uuid_representation=client.codec_options.uuid_representation
+    )
+
+
+def print_ops(ctx: gtom.OpCtx, out: TextIO, lines: OpLines, *, what: str = "") -> int:
     """Print the ops of a started context to ``out`` until it ends or a signal stops it."""
     _stop_on_signals(ctx)
     options = ctx.options
@@ -194,9 +203,10 @@ def print_ops(ctx: gtom.OpCtx, out: TextIO, *, canonical: bool = False, what: st
         threading.Thread(target=_report_copy, args=(ctx,), daemon=True).start()
     print(f"gtom: {doing}; stop with Ctrl-C", file=sys.stderr, flush=True)
     write = out.write
+    line = lines.line
     try:
         for op in ctx:
-            write(op_line(op, canonical=canonical))
+            write(line(op))
             write("\n")
             if ctx.op_c.empty():
                 out.flush()  # batch lines while busy, show them at once while idle
@@ -272,10 +282,13 @@ def _run_tail(args: argparse.Namespace) -> int:
 
 
 def _client(uri: str, timeout: float, **kwargs: Any) -> MongoClient[Any]:
+    """A client whose documents `OpLines` writes exactly (see `gtom._extjson`)."""
     try:
-        return MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000), **kwargs)
+        return MongoClient(
+            uri, serverSelectionTimeoutMS=int(timeout * 1000), **output_codec_options(), **kwargs
+        )
     except (PyMongoConfigurationError, ValueError, TypeError) as e:
-        raise UsageError(f"invalid MongoDB URI: {e}") from e
+        raise UsageError(f"invalid MongoDB URI: {uri_error(uri, e)}") from e
 
 
 def _tail_shards(config_uri: str, options: gtom.Options, args: argparse.Namespace) -> int:
@@ -306,7 +319,8 @@ def _tail_shards(config_uri: str, options: gtom.Options, args: argparse.Namespac
             except gtom.GtomError as e:
                 _warn(f"shards added later will not be followed: {e}")
         names = ", ".join(str(info.id) for info in shards)
-        return print_ops(ctx, sys.stdout, canonical=args.canonical, what=f" of shards {names}")
+        lines = _lines(config, args.canonical)
+        return print_ops(ctx, sys.stdout, lines, what=f" of shards {names}")
     finally:
         for client in clients:
             client.close()

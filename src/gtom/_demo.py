@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from pymongo import MongoClient
 
 import gtom
+from gtom._extjson import output_codec_options
 from gtom._jsonl import op_line
 
 __all__ = ["run_demo", "sample_changes"]
@@ -63,7 +64,9 @@ def run_demo(out: TextIO, *, canonical: bool = False) -> int:
     server = secantus.SecantusDBServer(storage_path=path, port=0)
     server.start()
     host, port = server.address
-    client: MongoClient[Any] = MongoClient(f"mongodb://{host}:{port}/?directConnection=true")
+    client: MongoClient[Any] = MongoClient(
+        f"mongodb://{host}:{port}/?directConnection=true", **output_codec_options()
+    )
     try:
         print(
             f"gtom demo: embedded SecantusDB at {host}:{port}; tailing its oplog", file=sys.stderr

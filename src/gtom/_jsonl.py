@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from bson import json_util
 from bson.binary import UuidRepresentation
 
+from gtom._extjson import ExtendedJSON
 from gtom._op import Op, Source
 
-__all__ = ["CANONICAL", "RELAXED", "op_document", "op_line"]
+__all__ = ["CANONICAL", "RELAXED", "OpLines", "op_document", "op_line"]
 
 # UUIDs decoded with a standard representation are written back as subtype-4 binaries.
 RELAXED = json_util.RELAXED_JSON_OPTIONS.with_options(
@@ -49,23 +49,28 @@ def op_document(op: Op) -> dict[str, Any]:
     return document
 
 
-def _relaxed(value: Any) -> Any:
-    return json_util.default(value, RELAXED)
+class OpLines:
+    """Writes ops as lines of Extended JSON (`gtom._extjson`): relaxed, or ``canonical``.
+
+    ``uuid_representation`` is the client's, so UUIDs are written back as the binaries they were.
+    """
+
+    __slots__ = ("_json",)
+
+    def __init__(
+        self, *, canonical: bool = False, uuid_representation: int = UuidRepresentation.STANDARD
+    ) -> None:
+        """Write relaxed (or ``canonical``) Extended JSON."""
+        self._json = ExtendedJSON(canonical=canonical, uuid_representation=uuid_representation)
+
+    def line(self, op: Op) -> str:
+        """One op as a line of Extended JSON (no trailing newline)."""
+        return self._json.dumps(op_document(op)).decode()
 
 
-_fast = json.JSONEncoder(default=_relaxed, allow_nan=False, separators=(", ", ": ")).encode
+_LINES = {False: OpLines(), True: OpLines(canonical=True)}
 
 
 def op_line(op: Op, *, canonical: bool = False) -> str:
-    """One op as a line of Extended JSON (no trailing newline).
-
-    Relaxed output goes through the C JSON encoder, with bson's conversion only for BSON types;
-    what it cannot write exactly (NaN, infinities) falls back to ``bson.json_util``.
-    """
-    document = op_document(op)
-    if not canonical:
-        try:
-            return _fast(document)
-        except (ValueError, TypeError):
-            pass
-    return json_util.dumps(document, json_options=CANONICAL if canonical else RELAXED)
+    """One op as a line of Extended JSON (no trailing newline), UUIDs as standard binaries."""
+    return _LINES[canonical].line(op)

@@ -29,6 +29,7 @@ from gtom._backoff import Backoff
 from gtom._decode_change import ChangeDecoder, is_invalidate
 from gtom._decode_oplog import call_user
 from gtom._errors import ConfigurationError, GtomError, HistoryLostError, NotReplicaSetError
+from gtom._extjson import read_codec_options
 from gtom._op import Op
 from gtom._options import Options
 from gtom._retry import describe, is_transient, translate
@@ -86,12 +87,17 @@ def _has_buffered(stream: Stream) -> bool:
 
 
 def _target(client: Client, stream_id: str) -> Any:
+    """What to watch: the client, a database or a collection, decoding as gtom decodes.
+
+    (A whole-deployment stream decodes with the client's own codec options: pymongo has no way
+    to give it others.)
+    """
     db, dot, coll = stream_id.partition(".")
     if not stream_id:
         return client
-    if not dot:
-        return client[db]
-    return client[db][coll]
+    codec = read_codec_options(client.codec_options)
+    database = client.get_database(db, codec_options=codec)
+    return database if not dot else database[coll]
 
 
 def open_stream(
@@ -196,7 +202,7 @@ class ChangeStreamFollower:
             stream_id,
             namespace_filter=options.namespace_filter,
             unmarshal=options.unmarshal,
-            codec_options=client.codec_options.with_options(document_class=dict),
+            codec_options=read_codec_options(client.codec_options),
         )
         if stream is not None:
             self._remember(

@@ -27,6 +27,7 @@ from pymongo.errors import OperationFailure
 
 from gtom._decode_oplog import call_user
 from gtom._errors import ConfigurationError, GtomError
+from gtom._extjson import read_codec_options
 from gtom._op import Op, Source
 from gtom._options import Options
 from gtom._retry import describe, is_transient
@@ -338,15 +339,12 @@ class DirectReads:
         options = self._options
         ns = segment.namespace
         db_name, _, coll_name = ns.partition(".")
-        coll = self._client[db_name][coll_name]
         raw = options.unmarshal is not None
+        decode = read_codec_options(self._client.codec_options)
+        read: CodecOptions[Any] = decode
         if raw:
-            coll = coll.with_options(
-                codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
-            )
-        decode: CodecOptions[dict[str, Any]] = self._client.codec_options.with_options(
-            document_class=dict
-        )
+            read = decode.with_options(document_class=RawBSONDocument)
+        coll = self._client[db_name].get_collection(coll_name, codec_options=read)
         stages = call_user("pipe", options.pipe, ns, False) if options.pipe is not None else None
         cursor: Any
         if stages:

@@ -20,6 +20,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
 from gtom._decode_oplog import call_user
+from gtom._extjson import read_codec_options
 from gtom._op import Op
 from gtom._options import Options
 from gtom._pending import needs_document
@@ -43,9 +44,12 @@ def delta(op: Op) -> dict[str, Any] | None:
     return change
 
 
-def _key(value: Any) -> bytes:
-    """A hashable key for an ``_id`` (BSON values such as documents are not hashable)."""
-    return bson.encode({"_": value})
+def _key(value: Any, codec: CodecOptions[Any]) -> bytes:
+    """A hashable key for an ``_id`` (BSON values such as documents are not hashable).
+
+    Encoded with the client's codec options: its UUIDs must be encoded as they were decoded.
+    """
+    return bson.encode({"_": value}, codec_options=codec)
 
 
 class Fetcher:
@@ -62,9 +66,7 @@ class Fetcher:
         self._log = options.log
         self._gather = Gather(options.worker_count, "gtom-fetch")
         self._raw = options.unmarshal is not None
-        self._codec: CodecOptions[dict[str, Any]] = client.codec_options.with_options(
-            document_class=dict
-        )
+        self._codec: CodecOptions[dict[str, Any]] = read_codec_options(client.codec_options)
 
     def close(self) -> None:
         """Release the fetchers' resources."""
@@ -75,7 +77,7 @@ class Fetcher:
         wanted: dict[str, dict[bytes, Any]] = {}
         for op in ops:
             if needs_document(op):
-                wanted.setdefault(op.namespace, {})[_key(op.id)] = op.id
+                wanted.setdefault(op.namespace, {})[_key(op.id, self._codec)] = op.id
         if not wanted:
             return
         size = self._options.buffer_size
@@ -89,12 +91,12 @@ class Fetcher:
         found: dict[tuple[str, bytes], Any] = {}
         for ns, documents in self._gather.run(jobs):
             for document in documents:
-                found[(ns, _key(document["_id"]))] = document
+                found[(ns, _key(document["_id"], self._codec))] = document
         unmarshal = self._options.unmarshal
         for op in ops:
             if not needs_document(op):
                 continue
-            document = found.get((op.namespace, _key(op.id)))
+            document = found.get((op.namespace, _key(op.id, self._codec)))
             if document is None:
                 continue  # deleted since: data stays None, and the delete comes later
             if unmarshal is not None:
@@ -106,11 +108,10 @@ class Fetcher:
     def _fetch(self, ns: str, ids: list[Any]) -> tuple[str, list[Any]]:
         """The documents of ``ids`` in ``ns``, retried while the failure is transient."""
         db, _, coll_name = ns.partition(".")
-        coll = self._client[db][coll_name]
+        codec: CodecOptions[Any] = self._codec
         if self._raw:
-            coll = coll.with_options(
-                codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
-            )
+            codec = codec.with_options(document_class=RawBSONDocument)
+        coll = self._client[db].get_collection(coll_name, codec_options=codec)
 
         def attempt() -> tuple[str, list[Any]]:
             return ns, coll.find({"_id": {"$in": ids}}).to_list()

@@ -36,6 +36,7 @@ from gtom._errors import (
     HistoryLostError,
     NotReplicaSetError,
 )
+from gtom._extjson import read_codec_options
 from gtom._op import Op
 from gtom._options import DEFAULT_OPLOG_COLLECTION, DEFAULT_OPLOG_DATABASE, Options
 from gtom._pending import PendingOps
@@ -79,8 +80,11 @@ OplogCursor = Cursor[dict[str, Any]]
 
 
 def dict_codec(client: Client) -> CodecOptions[dict[str, Any]]:
-    """The client's codec options (timezone, UUIDs, ...), decoding documents into dicts."""
-    return client.codec_options.with_options(document_class=dict)
+    """The client's codec options (timezone, UUIDs, ...), decoding documents into dicts.
+
+    A date out of Python's range becomes a `bson.DatetimeMS` rather than an error.
+    """
+    return read_codec_options(client.codec_options)
 
 
 def oplog_collection(client: Client, options: Options) -> Collection[dict[str, Any]]:

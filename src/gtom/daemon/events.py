@@ -7,48 +7,49 @@ An event's id is ``<seconds>.<increment>:<index>:<namespace>:<key>``:
 * ``index``: the op's place among the ops sharing that timestamp (its index in a transaction,
   else a count that the checkpoint carries across restarts);
 * ``namespace`` and ``key``: the collection, and a 16-hex-digit BLAKE2b digest of the document's
-  ``_id`` as BSON (``-`` for commands).
+  ``_id`` as BSON (``-`` for commands, which have none; a null ``_id`` has a digest of its own).
 
 The same change always gets the same id, in every run and every process, so it can be used as a
 dedupe key (e.g. as ``Nats-Msg-Id``). The JSON has the fields of ``gtom tail``'s lines plus
-``event_id`` and ``document_key``; relaxed output goes through the C JSON encoder with bson's
-conversion for BSON types only, as ``mongoexport`` writes it.
+``event_id`` and ``document_key`` (``{"_id": ...}``, null for commands), written by
+`gtom._extjson` exactly as ``bson.json_util`` would write them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
-from bson import Timestamp, json_util
+from bson import Timestamp
+from bson.binary import UuidRepresentation
 
-from gtom._jsonl import CANONICAL, RELAXED, op_document
+from gtom._extjson import ExtendedJSON
+from gtom._jsonl import op_document
 from gtom._op import Op, Source
 from gtom.consistent import key_of
 from gtom.daemon.sinks.base import Event
 
-__all__ = ["EventMaker", "event_id", "id_digest"]
+__all__ = ["NO_ID", "EventMaker", "event_id", "id_digest"]
+
+
+NO_ID = object()
+"""The ``_id`` of an op that has none (a command), as opposed to a null ``_id``."""
 
 
 def id_digest(document_id: Any) -> str:
-    """16 hex digits identifying a document ``_id`` (``-`` for none)."""
-    if document_id is None:
+    """16 hex digits identifying a document ``_id`` (``-`` for `NO_ID`: a command)."""
+    if document_id is NO_ID:
         return "-"
     return hashlib.blake2b(key_of(document_id), digest_size=8).hexdigest()
 
 
 def event_id(ts: Timestamp | None, index: int, namespace: str, document_id: Any) -> str:
-    """The id of the event at ``ts`` with that index, namespace and ``_id`` (see the module)."""
+    """The id of the event at ``ts`` with that index, namespace and ``_id`` (see the module).
+
+    ``document_id`` is `NO_ID` for a command.
+    """
     position = "copy" if ts is None else f"{ts.time}.{ts.inc}"
     return f"{position}:{index}:{namespace}:{id_digest(document_id)}"
-
-
-def _relaxed(value: Any) -> Any:
-    return json_util.default(value, RELAXED)
-
-
-_fast = json.JSONEncoder(default=_relaxed, allow_nan=False, separators=(",", ":")).encode
 
 
 class EventMaker:
@@ -58,9 +59,12 @@ class EventMaker:
     ``ts`` numbers the next op at ``ts`` ``count``, as the first run would have.
     """
 
-    def __init__(self, *, canonical: bool = False) -> None:
-        """Encode relaxed Extended JSON, or canonical if asked."""
+    def __init__(
+        self, *, canonical: bool = False, uuid_representation: int = UuidRepresentation.STANDARD
+    ) -> None:
+        """Encode relaxed Extended JSON, or canonical if asked; UUIDs as the client decodes them."""
         self.canonical = canonical
+        self._json = ExtendedJSON(canonical=canonical, uuid_representation=uuid_representation)
         self._lanes: dict[str, tuple[Timestamp, int]] = {}
 
     def resume(self, lane: str, ts: Timestamp, count: int) -> None:
@@ -85,7 +89,8 @@ class EventMaker:
     def make(self, op: Op, lane: str) -> Event:
         """The event of ``op``, the next op of ``lane`` in delivery order."""
         ts = None if op.source is Source.DIRECT_READ else op.timestamp
-        eid = event_id(ts, self.index_at(op, lane), op.namespace, op.id)
+        key = NO_ID if op.operation == "c" else op.id
+        eid = event_id(ts, self.index_at(op, lane), op.namespace, key)
         return Event(
             id=eid,
             namespace=op.namespace,
@@ -97,11 +102,5 @@ class EventMaker:
     def encode(self, op: Op, eid: str) -> bytes:
         """The JSON object of ``op`` with id ``eid``."""
         document = {"event_id": eid, **op_document(op)}
-        document["document_key"] = None if op.id is None else {"_id": op.id}
-        if not self.canonical:
-            try:
-                return _fast(document).encode()
-            except (ValueError, TypeError):
-                pass  # NaN or infinities: bson's encoder writes them exactly
-        options = CANONICAL if self.canonical else RELAXED
-        return json_util.dumps(document, json_options=options, separators=(",", ":")).encode()
+        document["document_key"] = None if op.operation == "c" else {"_id": op.id}
+        return self._json.dumps(document)

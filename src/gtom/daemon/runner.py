@@ -32,8 +32,9 @@ from pymongo.errors import PyMongoError
 import gtom
 from gtom._async.oplog import check_oplog_source
 from gtom._backoff import Backoff
+from gtom._extjson import output_codec_options
 from gtom._op import Op
-from gtom._redact import redact
+from gtom._redact import redact, uri_error
 from gtom._retry import translate
 from gtom.daemon import exits
 from gtom.daemon.checkpoint import (
@@ -156,11 +157,15 @@ class Runner:
         timeout_ms = int(self.config.source.timeout * 1000)
         try:
             client: AsyncMongoClient[Any] = AsyncMongoClient(
-                uri, serverSelectionTimeoutMS=timeout_ms, appname="gtom", **kwargs
+                uri,
+                serverSelectionTimeoutMS=timeout_ms,
+                appname="gtom",
+                **output_codec_options(),  # documents the event encoder writes exactly
+                **kwargs,
             )
         except (PyMongoConfigurationError, ValueError, TypeError) as e:
             raise ConfigError(
-                f"invalid MongoDB URI for {what}: {redact(str(e))}", exits.BAD_URI
+                f"invalid MongoDB URI for {what}: {uri_error(uri, e)}", exits.BAD_URI
             ) from e
         self._clients.append(client)
         return client
@@ -332,7 +337,11 @@ class Runner:
 
     def _resume_numbering(self) -> None:
         cp = self._checkpoint
-        self._maker = EventMaker(canonical=self.config.delivery.format == "canonical")
+        assert self._client is not None
+        self._maker = EventMaker(
+            canonical=self.config.delivery.format == "canonical",
+            uuid_representation=self._client.codec_options.uuid_representation,
+        )
         if cp.oplog is not None and cp.oplog.count > 0:
             self._maker.resume("oplog", cp.oplog.ts, cp.oplog.count)
         for shard, mark in cp.shards.items():

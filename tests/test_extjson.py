@@ -1,0 +1,285 @@
+"""gtom's Extended JSON output: exactly what bson.json_util writes, for any BSON document.
+
+Documents are generated as BSON, then decoded the way gtom's own clients decode them
+(`gtom._extjson.output_codec_options`, with each UUID representation). The fast relaxed encoder
+must write the very bytes ``bson.json_util`` writes; canonical output must read back into the
+same BSON bytes; relaxed output into the same values up to the losses Extended JSON's relaxed
+form documents (an Int64 that fits in 32 bits reads back as an int32).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+from typing import Any
+
+import bson
+import pytest
+from bson import (
+    Binary,
+    Code,
+    DatetimeMS,
+    Decimal128,
+    Int64,
+    MaxKey,
+    MinKey,
+    ObjectId,
+    Timestamp,
+    json_util,
+)
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.dbref import DBRef
+from bson.regex import Regex
+from bson.son import SON
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gtom import Op, Source
+from gtom._extjson import ExtendedJSON, output_codec_options
+from gtom.daemon.events import EventMaker
+
+REPRESENTATIONS = [
+    UuidRepresentation.UNSPECIFIED,
+    UuidRepresentation.STANDARD,
+    UuidRepresentation.PYTHON_LEGACY,
+    UuidRepresentation.JAVA_LEGACY,
+    UuidRepresentation.CSHARP_LEGACY,
+]
+INT32 = 2**31
+
+
+def reader(representation: int) -> CodecOptions[dict[str, Any]]:
+    """How gtom's clients decode, with the given UUID representation."""
+    return CodecOptions(uuid_representation=representation, **output_codec_options())
+
+
+def plain(representation: int) -> CodecOptions[dict[str, Any]]:
+    """How a plain client decodes (what json_util is given as the reference)."""
+    return CodecOptions(
+        uuid_representation=representation,
+        datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+    )
+
+
+#: Decoding that keeps every value as it is: binaries as binaries, any date.
+AS_IS: CodecOptions[dict[str, Any]] = CodecOptions(
+    uuid_representation=UuidRepresentation.UNSPECIFIED,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+)
+#: A key starting with "$" reads back as an Extended JSON type (``{"$date": ...}``): Extended
+#: JSON cannot carry such keys, so the read-back tests leave them out (in BSON: a type byte,
+#: then "$" as the key's first byte).
+DOLLAR_KEY = re.compile(rb"[\x01-\x13\x7f\xff]\$")
+
+
+def reading(*, canonical: bool) -> json_util.JSONOptions:
+    """How Extended JSON is read back: every binary and date as it was written."""
+    base = json_util.CANONICAL_JSON_OPTIONS if canonical else json_util.RELAXED_JSON_OPTIONS
+    return base.with_options(
+        uuid_representation=UuidRepresentation.UNSPECIFIED,
+        datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+    )
+
+
+def json_options(canonical: bool, representation: int) -> json_util.JSONOptions:
+    base = json_util.CANONICAL_JSON_OPTIONS if canonical else json_util.RELAXED_JSON_OPTIONS
+    if representation == UuidRepresentation.UNSPECIFIED:
+        representation = UuidRepresentation.STANDARD
+    return base.with_options(uuid_representation=representation)
+
+
+# -- every BSON value ------------------------------------------------------------------------
+
+floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1e-05, 2.5e-07, 1e16, 1e22, 5e-324, 1.7976931348623157e308]),
+)
+decimals = st.one_of(
+    st.builds(
+        lambda sign, coefficient, exponent: Decimal128(f"{sign}{coefficient}E{exponent}"),
+        st.sampled_from(["", "-"]),
+        st.integers(0, 10**34 - 1),
+        st.integers(-6176, 6111),
+    ),
+    st.sampled_from(
+        ["NaN", "-NaN", "Infinity", "-Infinity", "-0", "1E+6144", "0E-6176", "1.50"]
+    ).map(Decimal128),
+)
+datetimes = st.one_of(
+    st.datetimes(min_value=datetime.datetime(1, 1, 1)).map(
+        lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
+    ),
+    st.integers(-(2**63), 2**63 - 1).map(DatetimeMS),  # before year 1, after 9999 too
+    st.sampled_from([datetime.datetime(1969, 12, 31, 23, 59, 59, 999000)]),
+)
+texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
+keys = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=8)
+binaries = st.one_of(
+    st.builds(Binary, st.binary(max_size=16), st.sampled_from([0, 1, 2, 5, 6, 8, 0x80])),
+    st.builds(Binary, st.binary(min_size=16, max_size=16), st.sampled_from([3, 4])),
+    st.binary(max_size=16),
+)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-INT32, INT32 - 1),
+    st.integers(-(2**63), 2**63 - 1).map(Int64),
+    floats,
+    texts,
+    binaries,
+    st.builds(ObjectId),
+    datetimes,
+    st.builds(Timestamp, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    decimals,
+    st.builds(Regex, keys, st.sampled_from(["", "i", "ims", "ilmsux", "x"])),  # no NUL
+    st.builds(Code, texts),
+    st.just(MinKey()),
+    st.just(MaxKey()),
+)
+
+
+def documents(values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.dictionaries(keys, values, max_size=5)
+
+
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        documents(inner),
+        st.builds(Code, texts, documents(inner)),  # with scope
+        st.builds(lambda coll, id_: DBRef(coll, id_), texts.filter(bool), inner),
+    ),
+    max_leaves=12,
+)
+bson_documents = documents(values).map(lambda d: bson.encode(d, codec_options=ENCODE))
+ENCODE: CodecOptions[Any] = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=bson_documents, representation=st.sampled_from(REPRESENTATIONS))
+def test_relaxed_output_is_byte_for_byte_what_json_util_writes(
+    raw: bytes, representation: int
+) -> None:
+    ours = ExtendedJSON(uuid_representation=representation).dumps(
+        bson.decode(raw, reader(representation))
+    )
+    reference = json_util.dumps(
+        bson.decode(raw, plain(representation)),
+        json_options=json_options(False, representation),
+        separators=(",", ":"),
+    )
+    assert ours == reference.encode()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=bson_documents, representation=st.sampled_from(REPRESENTATIONS))
+def test_canonical_output_reads_back_into_the_same_bson_bytes(
+    raw: bytes, representation: int
+) -> None:
+    written = ExtendedJSON(canonical=True, uuid_representation=representation).dumps(
+        bson.decode(raw, reader(representation))
+    )
+    options = json_options(True, representation)
+    if not DOLLAR_KEY.search(raw):
+        read = json_util.loads(written, json_options=reading(canonical=True))
+        assert bson.encode(read, codec_options=AS_IS) == without_nan_signs(raw)
+    reference = json_util.dumps(
+        bson.decode(raw, plain(representation)), json_options=options, separators=(",", ":")
+    )
+    assert written == reference.encode()
+
+
+def without_nan_signs(raw: bytes) -> bytes:
+    """``raw`` with every NaN made the one NaN Extended JSON can write (``"NaN"``): the sign
+    and payload of a NaN are the one thing canonical Extended JSON cannot carry."""
+
+    def plain_nan(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return math.nan
+        if isinstance(value, Decimal128) and value.to_decimal().is_nan():
+            return Decimal128("NaN")
+        if isinstance(value, dict):
+            return {k: plain_nan(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain_nan(v) for v in value]
+        if isinstance(value, Code) and value.scope is not None:
+            return Code(str(value), plain_nan(value.scope))
+        if isinstance(value, DBRef):
+            return DBRef(value.collection, plain_nan(value.id), value.database)
+        return value
+
+    return bson.encode(plain_nan(bson.decode(raw, AS_IS)), codec_options=AS_IS)
+
+
+def relaxed_losses(value: Any) -> Any:
+    """``value`` as relaxed Extended JSON reads it back: an Int64 fitting in 32 bits is an int."""
+    if isinstance(value, Int64) and -INT32 <= value < INT32:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: relaxed_losses(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relaxed_losses(v) for v in value]
+    if isinstance(value, Code) and value.scope is not None:
+        return Code(str(value), relaxed_losses(value.scope))
+    if isinstance(value, DBRef):
+        return DBRef(value.collection, relaxed_losses(value.id), value.database)
+    return value
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=bson_documents.filter(lambda raw: not DOLLAR_KEY.search(raw)))
+def test_relaxed_output_reads_back_up_to_the_documented_losses(raw: bytes) -> None:
+    representation = UuidRepresentation.STANDARD
+    written = ExtendedJSON(uuid_representation=representation).dumps(
+        bson.decode(raw, reader(representation))
+    )
+    read = json_util.loads(written, json_options=reading(canonical=False))
+    original = relaxed_losses(bson.decode(without_nan_signs(raw), AS_IS))
+    assert bson.encode(read, codec_options=AS_IS) == bson.encode(original, codec_options=AS_IS)
+
+
+# -- the values that went wrong, one by one ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "relaxed"),
+    [
+        (Code("f()"), '{"$code":"f()"}'),
+        (Code("f(x)", {"x": 1}), '{"$code":"f(x)","$scope":{"x":1}}'),
+        (Int64(5), "5"),
+        (True, "true"),
+        (SON([("b", Code("g"))]), '{"b":{"$code":"g"}}'),
+        (math.nan, '{"$numberDouble":"NaN"}'),
+        (-math.inf, '{"$numberDouble":"-Infinity"}'),
+        (1e-05, "1e-05"),
+        (-0.0, "-0.0"),
+        ("é\x7f😀", '"\\u00e9\\u007f\\ud83d\\ude00"'),
+        (DatetimeMS(253402300800000), '{"$date":{"$numberLong":"253402300800000"}}'),
+        (DatetimeMS(-62135596800001), '{"$date":{"$numberLong":"-62135596800001"}}'),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, str) else v[:8],
+)
+def test_subclasses_of_json_types_and_special_values_are_written_exactly(
+    value: Any, relaxed: str
+) -> None:
+    raw = bson.encode({"v": value})
+    decoded = bson.decode(raw, reader(UuidRepresentation.STANDARD))
+    assert ExtendedJSON().dumps(decoded) == ('{"v":' + relaxed + "}").encode()
+
+
+def test_the_daemon_payload_carries_code_exactly_in_data_and_updated_fields() -> None:
+    decoded = bson.decode(bson.encode({"_id": 1, "v": Code("f()")}), reader(4))
+    op = Op("i", "db.c", id=1, data=decoded, timestamp=Timestamp(1, 1), source=Source.OPLOG)
+    payload = json_util.loads(EventMaker().make(op, "oplog").payload)
+    assert payload["data"]["v"] == Code("f()")
+    update = Op("u", "db.c", id=1, timestamp=Timestamp(1, 2), source=Source.OPLOG)
+    update.update_description = {
+        "updatedFields": decoded,
+        "removedFields": [],
+        "truncatedArrays": [],
+    }
+    payload = json_util.loads(EventMaker().make(update, "oplog").payload)
+    assert payload["update_description"]["updatedFields"]["v"] == Code("f()")
