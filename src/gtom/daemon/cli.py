@@ -16,10 +16,18 @@ from typing import NoReturn
 from pymongo.errors import PyMongoError
 
 from gtom._errors import GtomError
-from gtom._redact import redact
+from gtom._redact import Scrubber, redact, shown
 from gtom._retry import translate
 from gtom.daemon import exits
-from gtom.daemon.config import ALIASES, SECTIONS, Config, ConfigError, load, setting_kind
+from gtom.daemon.config import (
+    ALIASES,
+    SECTIONS,
+    Config,
+    ConfigError,
+    load,
+    secrets_of,
+    setting_kind,
+)
 
 __all__ = ["main"]
 
@@ -82,9 +90,16 @@ def parse(argv: Sequence[str]) -> tuple[str, Config, argparse.Namespace]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Run ``gtom run`` or ``gtom check-config``; the exit code."""
+    """Run ``gtom run`` or ``gtom check-config``; the exit code.
+
+    Everything it prints goes through a `Scrubber` of the config's secrets: URL passwords and
+    secret options, configured header values and the HMAC key (a webhook's answer that echoes
+    the request, for one, holds them).
+    """
+    scrub = Scrubber()
     try:
         command, config, args = parse(argv)
+        scrub = Scrubber(secrets_of(config))
         if command == "check-config":
             source = config.source
             what = "change streams" if source.change_streams else "the oplog"
@@ -98,22 +113,22 @@ def main(argv: Sequence[str]) -> int:
         from gtom.daemon import logs
         from gtom.daemon.runner import Runner
 
-        logs.setup(config.log.format, config.log.level)
+        logs.setup(config.log.format, config.log.level, scrub=scrub)
         return asyncio.run(Runner(config, reset=args.reset_checkpoint).run())
     except ConfigError as e:
-        return _fail(str(e), e.exit_code)
+        return _fail(str(e), e.exit_code, scrub)
     except GtomError as e:
-        return _fail(str(e), exits.code_for(e))
+        return _fail(str(e), exits.code_for(e), scrub)
     except KeyboardInterrupt:
         return exits.INTERRUPTED
     except PyMongoError as e:
         error = translate(e, "following the deployment")
-        return _fail(str(error), exits.code_for(error))
+        return _fail(str(error), exits.code_for(error), scrub)
     except Exception as e:  # a bug: one line, and the traceback in the debug log only
         logging.getLogger("gtom.daemon").debug("unexpected error", exc_info=True)
-        return _fail(f"unexpected {type(e).__name__}: {e}", exits.ERROR)
+        return _fail(f"unexpected {type(e).__name__}: {e}", exits.ERROR, scrub)
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"gtom: error: {redact(message)}", file=sys.stderr)
+def _fail(message: str, code: int, scrub: Scrubber) -> int:
+    print(f"gtom: error: {scrub(shown(message, 2000)[1:-1])}", file=sys.stderr)
     return code

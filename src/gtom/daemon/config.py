@@ -6,13 +6,16 @@ environment variable ``GTOM_<SECTION>_<KEY>`` (dashes for underscores in flags).
 the environment, which beats the file, which beats the default. Lists are repeated flags or
 comma-separated environment values; ``sink.headers`` entries are ``NAME=VALUE``.
 
-Everything is validated before anything connects. Each mistake is a `ConfigError` whose message
-names the key, the bad value, where it came from, and what is allowed; its ``exit_code`` tells
-the kinds apart (`gtom.daemon.exits`).
+Everything is validated before anything connects, MongoDB connection strings with pymongo's own
+parser. Each mistake is a `ConfigError` whose message names the key, the bad value (cut to a
+sane length), where it came from, and what is allowed; its ``exit_code`` tells the kinds apart
+(`gtom.daemon.exits`). The values of `SECRET_KEYS` are never echoed: the message says what is
+wrong with them instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -22,14 +25,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gtom._errors import ConfigurationError
+from gtom._redact import shown, uri_error
 from gtom.daemon import exits
+from gtom.daemon.sinks.names import KAFKA_TOPIC, kafka_part, nats_part, nats_subject_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["SECTIONS", "SINK_TYPES", "Config", "ConfigError", "load"]
+__all__ = ["SECRET_KEYS", "SECTIONS", "SINK_TYPES", "Config", "ConfigError", "load", "secrets_of"]
 
 #: Sinks `gtom run` knows; the broker sinks come with their extras.
 SINK_TYPES = ("stdout", "file", "webhook", "nats", "redis", "kafka")
@@ -50,8 +55,25 @@ class ConfigError(ConfigurationError):
         self.exit_code = exit_code
 
 
+#: How each broker escapes the parts of a namespace it cannot take as they are.
+_ESCAPES = {"nats": nats_part, "kafka": kafka_part}
+#: Settings whose values may hold secrets (passwords in URLs, tokens, keys): never echoed.
+SECRET_KEYS = frozenset(
+    {
+        ("source", "uri"),
+        ("source", "shards_from"),
+        ("checkpoint", "uri"),
+        ("sink", "url"),
+        ("sink", "secret"),
+        ("sink", "headers"),
+    }
+)
+#: The longest a number of seconds may be (a day): longer is surely a mistake.
+MAX_SECONDS = 86_400.0
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Source(_Section):
@@ -86,7 +108,7 @@ class Source(_Section):
         description="also deliver the oplog changes of internal namespaces (the local and "
         "config databases, system.* collections)",
     )
-    timeout: float = Field(10.0, gt=0, description="seconds to look for the server")
+    timeout: float = Field(10.0, gt=0, le=MAX_SECONDS, description="seconds to look for the server")
 
     @model_validator(mode="after")
     def _consistent(self) -> Source:
@@ -101,10 +123,10 @@ class Source(_Section):
             )
         for ns in [*self.namespaces, *self.direct_read]:
             if not ns or ns.startswith(".") or ns.endswith("."):
-                raise ValueError(f"namespaces are 'db' or 'db.collection', got {ns!r}")
+                raise ValueError(f"namespaces are 'db' or 'db.collection', got {shown(ns)}")
         for ns in self.direct_read:
             if "." not in ns:
-                raise ValueError(f"source.direct_read entries are 'db.collection', got {ns!r}")
+                raise ValueError(f"source.direct_read entries are 'db.collection', got {shown(ns)}")
         return self
 
 
@@ -113,8 +135,8 @@ class Sink(_Section):
 
     type: str = Field("stdout", description=f"one of {', '.join(SINK_TYPES)}")
     path: str | None = Field(None, description="file: the JSON Lines file")
-    max_bytes: int = Field(0, ge=0, description="file: rotate past this size (0: never)")
-    backups: int = Field(5, ge=0, description="file: rotated files kept")
+    max_bytes: int = Field(0, ge=0, le=2**50, description="file: rotate past this size (0: never)")
+    backups: int = Field(5, ge=0, le=10_000, description="file: rotated files kept")
     fsync: bool = Field(False, description="file: fsync every batch")
     url: str | None = Field(
         None,
@@ -128,9 +150,11 @@ class Sink(_Section):
         "gtom:{namespace} for redis)",
     )
     stream: str = Field("GTOM", description="nats: the JetStream stream (created if missing)")
-    maxlen: int = Field(0, ge=0, description="redis: trim each stream to about this (0: never)")
+    maxlen: int = Field(
+        0, ge=0, le=2**53, description="redis: trim each stream to about this (0: never)"
+    )
     secret: str | None = Field(None, description="webhook: HMAC-SHA256 key (X-Gtom-Signature)")
-    timeout: float = Field(10.0, gt=0, description="webhook: seconds per request")
+    timeout: float = Field(10.0, gt=0, le=MAX_SECONDS, description="webhook: seconds per request")
     headers: dict[str, str] = Field(
         default_factory=dict, description="webhook: extra headers (NAME=VALUE)"
     )
@@ -147,32 +171,49 @@ class Sink(_Section):
             "redis": ("redis://", "rediss://", "unix://"),
         }.get(self.type)
         if self.url is not None and schemes and not self.url.startswith(schemes):
-            raise ValueError(
-                f"sink.url for {self.type} must start with {' or '.join(schemes)}, got {self.url!r}"
+            scheme = self.url.partition("://")[0] if "://" in self.url else "no scheme"
+            raise ValueError(  # the URL itself is not shown: it may hold a password
+                f"sink.url for {self.type} must start with {' or '.join(schemes)}, "
+                f"got {shown(scheme, 20)}"
             )
         if self.target is not None:
             try:
-                self.target.format(namespace="d.c", db="d", coll="c")
+                sample = self.target.format(namespace="d.c", db="d", coll="c")
             except (KeyError, IndexError, ValueError) as e:
                 raise ValueError(
                     f"sink.target may use {{namespace}}, {{db}} and {{coll}}, got "
-                    f"{self.target!r} ({e!r})"
+                    f"{shown(self.target)} ({shown(e)})"
                 ) from e
+            problem = None
+            if self.type == "nats":
+                problem = nats_subject_problem(sample)
+            elif self.type == "kafka" and not KAFKA_TOPIC.fullmatch(sample):
+                problem = "a Kafka topic allows only A-Z a-z 0-9 . _ - (249 at most)"
+            if problem is not None:
+                raise ValueError(f"sink.target {shown(self.target)} gives no valid name: {problem}")
         return self
 
     def target_for(self, namespace: str) -> str:
-        """The subject, stream key or topic of ``namespace``'s events."""
+        """The subject, stream key or topic of ``namespace``'s events.
+
+        The namespace's parts are escaped for the broker (`gtom.daemon.sinks.names`).
+        """
         template = self.target or DEFAULT_TARGETS.get(self.type, "gtom.{namespace}")
         db, _, coll = namespace.partition(".")
-        return template.format(namespace=namespace, db=db, coll=coll)
+        escape = _ESCAPES.get(self.type)
+        if escape is not None:
+            db, coll = escape(db), escape(coll)
+        return template.format(namespace=f"{db}.{coll}", db=db, coll=coll)
 
 
 class Delivery(_Section):
     """How events are batched and delivered."""
 
     batch_size: int = Field(500, ge=1, le=100_000, description="events per batch")
-    batch_wait: float = Field(0.2, gt=0, description="seconds a partial batch may wait")
-    retry_max_wait: float = Field(30.0, gt=0, description="cap of the retry backoff (seconds)")
+    batch_wait: float = Field(0.2, gt=0, le=3600, description="seconds a partial batch may wait")
+    retry_max_wait: float = Field(
+        30.0, gt=0, le=MAX_SECONDS, description="cap of the retry backoff (seconds)"
+    )
     format: Literal["relaxed", "canonical"] = Field("relaxed", description="Extended JSON mode")
     on_history_lost: Literal["fail", "resnapshot"] = Field(
         "fail", description="fail, or copy the namespaces again and tail from now"
@@ -199,7 +240,9 @@ class Metrics(_Section):
         if self.listen != "off":
             host, _, port = self.listen.rpartition(":")
             if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-                raise ValueError(f"metrics.listen must be HOST:PORT or off, got {self.listen!r}")
+                raise ValueError(
+                    f"metrics.listen must be HOST:PORT or off, got {shown(self.listen)}"
+                )
         return self
 
 
@@ -253,7 +296,11 @@ def _split_pairs(values: Sequence[str], what: str) -> dict[str, str]:
     for value in values:
         name, eq, text = value.partition("=")
         if not eq or not name.strip():
-            raise ConfigError(f"{what} entries are NAME=VALUE, got {value!r}", exits.BAD_VALUE)
+            raise ConfigError(  # the entry is not shown: a header may hold a secret
+                f"sink.headers entries are NAME=VALUE (from {what}): an entry has "
+                f"{'no name' if eq else 'no ='} (its value is not shown: it may hold a secret)",
+                exits.BAD_VALUE,
+            )
         pairs[name.strip()] = text
     return pairs
 
@@ -269,14 +316,27 @@ def _from_strings(section: str, key: str, values: Sequence[str], what: str) -> A
 
 def _read_file(path: str) -> dict[str, Any]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as e:
-        message = f"cannot read the config file {path}: {e.strerror or e}"
+        message = f"cannot read the config file {shown(path)}: {e.strerror or e}"
         raise ConfigError(message, exits.USAGE) from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{shown(path)} is not valid TOML: it is not UTF-8 text (byte {e.start})",
+            exits.MALFORMED_CONFIG,
+        ) from e
     try:
         document: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}", exits.MALFORMED_CONFIG) from e
+        message = f"{shown(path)} is not valid TOML: {shown(str(e), 200)[1:-1]}"
+        raise ConfigError(message, exits.MALFORMED_CONFIG) from e
+    except RecursionError as e:
+        raise ConfigError(
+            f"{shown(path)} is not valid TOML for gtom: arrays or tables nested too deep",
+            exits.MALFORMED_CONFIG,
+        ) from e
     return document
 
 
@@ -297,11 +357,12 @@ def load(
         if section not in SECTIONS:
             known = ", ".join(f"[{s}]" for s in SECTIONS)
             raise ConfigError(
-                f"unknown section [{section}] in {where} (known: {known})", exits.UNKNOWN_KEY
+                f"unknown section {shown(section)} in {where} (known: {known})",
+                exits.UNKNOWN_KEY,
             )
         if not isinstance(values, dict):
             raise ConfigError(
-                f"{section} in {where} must be a [{section}] table, got {values!r}",
+                f"{section} in {where} must be a [{section}] table, not a {type(values).__name__}",
                 exits.MALFORMED_CONFIG,
             )
         merged[section] = dict(values)
@@ -312,7 +373,7 @@ def load(
         for key in model.model_fields:
             name = f"GTOM_{section}_{key}".upper()
             if name in environ:
-                value = _from_strings(section, key, [environ[name]], name)
+                value = _from_strings(section, key, [environ[name]], f"${name}")
                 merged.setdefault(section, {})[key] = value
                 origin[(section, key)] = f"${name}"
     if "GTOM_URI" in environ and ("source", "uri") not in origin:
@@ -332,14 +393,60 @@ def _validate(
     if sink_type not in SINK_TYPES:
         came = origin.get(("sink", "type"), where)
         raise ConfigError(
-            f"unknown sink {sink_type!r} (sink.type, from {came}): choose one of "
+            f"unknown sink {shown(sink_type)} (sink.type, from {came}): choose one of "
             f"{', '.join(SINK_TYPES)}",
             exits.UNKNOWN_SINK,
         )
     try:
-        return Config.model_validate(merged)
+        config = Config.model_validate(merged)
     except ValidationError as e:
         raise _explain(e, merged, origin, where) from None
+    except RecursionError as e:  # a value nested too deep to check
+        raise ConfigError(f"a value in {where} is nested too deep", exits.BAD_VALUE) from e
+    _check_uris(config, origin, where)
+    return config
+
+
+def _check_uris(config: Config, origin: Mapping[tuple[str, str], str], where: str) -> None:
+    """Parse every MongoDB connection string with pymongo's own parser (without connecting)."""
+    for section, key in (("source", "uri"), ("source", "shards_from"), ("checkpoint", "uri")):
+        uri = getattr(getattr(config, section), key)
+        if not uri:  # not set ("" in a file means the same)
+            continue
+        problem = uri_problem(uri)
+        if problem is not None:
+            came = origin.get((section, key), where)
+            raise ConfigError(
+                f"invalid MongoDB URI in {section}.{key} (from {came}): {problem}", exits.BAD_URI
+            )
+
+
+def uri_problem(uri: str) -> str | None:
+    """What is wrong with a MongoDB connection string (None: pymongo can use it).
+
+    The message never holds the password: where the connection string has one (an ``@``),
+    pymongo's own words, which may quote part of it, are replaced by a hint.
+    """
+    from pymongo.errors import ConfigurationError as PyMongoConfigurationError
+    from pymongo.errors import InvalidURI
+
+    try:
+        _parse_uri(uri)
+    except (InvalidURI, PyMongoConfigurationError, ValueError, TypeError) as e:
+        return uri_error(uri, e)
+    return None
+
+
+def _parse_uri(uri: str) -> None:
+    """Parse ``uri`` as pymongo does, without looking up ``mongodb+srv`` hosts in DNS."""
+    try:
+        from pymongo.uri_parser_shared import _validate_uri
+    except ImportError:  # pragma: no cover - another pymongo version: its public parser
+        from pymongo.uri_parser import parse_uri
+
+        parse_uri(uri)
+        return
+    _validate_uri(uri)
 
 
 def _explain(
@@ -356,21 +463,52 @@ def _explain(
     if problem["type"] == "extra_forbidden":
         model = SECTIONS.get(section)
         if model is None or not key:
-            return ConfigError(f"unknown setting {'.'.join(loc)} in {where}", exits.UNKNOWN_KEY)
+            return ConfigError(
+                f"unknown setting {shown('.'.join(loc))} in {where}", exits.UNKNOWN_KEY
+            )
         known = ", ".join(model.model_fields)
         came = origin.get((section, key), where)
         return ConfigError(
-            f"unknown key {section}.{key} (from {came}); [{section}] has: {known}",
+            f"unknown key {section}.{shown(key)[1:-1]} (from {came}); [{section}] has: {known}",
             exits.UNKNOWN_KEY,
         )
-    message = str(problem["msg"]).removeprefix("Value error, ")
+    message = shown(str(problem["msg"]).removeprefix("Value error, "), 300)[1:-1]
     if not key:  # a check across keys of a section
         return ConfigError(message, exits.BAD_VALUE)
     field = SECTIONS[section].model_fields.get(key)
     allowed = f" (allowed: {field.description})" if field is not None and field.description else ""
-    value = merged.get(section, {}).get(key, problem.get("input"))
     came = origin.get((section, key), where)
+    if (section, key) in SECRET_KEYS:
+        kind = type(merged.get(section, {}).get(key)).__name__
+        return ConfigError(  # the value is not shown: it may hold a secret
+            f"bad value for {section}.{key} (a {kind}, from {came}; not shown, as it may "
+            f"hold a secret): {message}{allowed}",
+            exits.BAD_VALUE,
+        )
+    value = merged.get(section, {}).get(key, problem.get("input"))
     return ConfigError(
-        f"bad value for {section}.{key}: {value!r} (from {came}): {message}{allowed}",
+        f"bad value for {section}.{key}: {shown(value)} (from {came}): {message}{allowed}",
         exits.BAD_VALUE,
     )
+
+
+def secrets_of(config: Config) -> list[str]:
+    """The secret values of ``config``: header values, the HMAC key, URL passwords.
+
+    Anything the daemon prints is scrubbed of them.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    found = [value for value in config.sink.headers.values() if value]
+    if config.sink.secret:
+        found.append(config.sink.secret)
+    uris = (config.source.uri, config.source.shards_from, config.checkpoint.uri, config.sink.url)
+    for uri in uris:
+        if uri and "@" in uri:
+            userinfo = uri.partition("://")[2].rpartition("@")[0]
+            found += [userinfo, unquote(userinfo)]
+            with contextlib.suppress(ValueError):
+                password = urlsplit(uri).password
+                if password:
+                    found += [password, unquote(password)]
+    return found
