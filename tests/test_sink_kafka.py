@@ -21,7 +21,8 @@ from bson import ObjectId
 
 from gtom.consistent import key_of
 from gtom.daemon.sinks import Event, Sink, SinkError, SinkRejectedError, SinkUnavailableError
-from gtom.daemon.sinks.kafka import EVENT_ID_HEADER, KafkaSink, topic_name
+from gtom.daemon.sinks.kafka import EVENT_ID_HEADER, KafkaSink, default_topic
+from gtom.daemon.sinks.names import kafka_part
 
 if TYPE_CHECKING:
     from tests.kafka_broker import KafkaBroker
@@ -62,7 +63,13 @@ def batches(tag: str, count: int, size: int) -> list[list[Event]]:
 
 
 def sink_for(bootstrap: str, topics: str, **kwargs: Any) -> KafkaSink:
-    return KafkaSink(bootstrap, topic_for=lambda ns: topics + ns, **kwargs)
+    return KafkaSink(bootstrap, topic_for=lambda ns: topics + topic_name(ns), **kwargs)
+
+
+def topic_name(namespace: str) -> str:
+    """``db.coll`` with both parts escaped for Kafka, as the daemon's settings do."""
+    db, _, coll = namespace.partition(".")
+    return f"{kafka_part(db)}.{kafka_part(coll)}"
 
 
 async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
@@ -139,12 +146,12 @@ def event_id(record: ConsumerRecord[bytes, bytes]) -> str:
 # -- without a broker --------------------------------------------------------------------------
 
 
-def test_topic_names_are_sanitised() -> None:
+def test_topic_names_are_escaped_injectively() -> None:
     sink = KafkaSink("127.0.0.1:1")
     assert isinstance(sink, Sink) and sink.name == "kafka"
-    assert sink.topic("shop.orders") == "gtom.shop.orders"
-    assert sink.topic("shop.$cmd") == "gtom.shop._cmd"
-    assert topic_name("a b/c:d.é-_9") == "a_b_c_d._-_9"
+    assert sink.topic("shop.orders") == default_topic("shop.orders") == "gtom.shop.orders"
+    assert sink.topic("shop.$cmd") == "gtom.shop.-24cmd"
+    assert topic_name("a b/c:d.é-_9") == "a-20b-2Fc-3Ad.-C3-A9--_9"
     with pytest.raises(SinkRejectedError, match="longer than 249"):
         sink.topic("db." + "c" * 250)
     with pytest.raises(SinkRejectedError, match="does not accept"):
@@ -190,7 +197,7 @@ async def test_batches_land_in_their_topics_keyed_by_id_in_order(kafka_bootstrap
         await sink.close()
         await sink.close()
 
-    records = await read_all(kafka_bootstrap, [topics + "shop.orders", topics + "shop._cmd"])
+    records = await read_all(kafka_bootstrap, [topics + "shop.orders", topics + "shop.-24cmd"])
     by_id = {e.id: e for batch in sent for e in batch}
     assert sorted(event_id(r) for r in records) == sorted(by_id)  # each once, none lost
     per_key: dict[bytes | None, list[int]] = defaultdict(list)
@@ -285,7 +292,9 @@ async def test_a_broker_outage_is_retryable_and_nothing_is_lost(
         if not kafka_broker.running:
             await asyncio.to_thread(kafka_broker.start)
 
-    records = await read_all(kafka_broker.bootstrap, [topics + "shop.orders", topics + "shop._cmd"])
+    records = await read_all(
+        kafka_broker.bootstrap, [topics + "shop.orders", topics + "shop.-24cmd"]
+    )
     delivered = Counter(event_id(r) for r in records)
     assert set(delivered) == {e.id for e in first + second + third + fourth}  # none lost
     assert any("undelivered events dropped" in r.getMessage() for r in caplog.records)  # quitter

@@ -1,7 +1,8 @@
 """The ``kafka`` sink: events into Apache Kafka topics, in order per document, acknowledged by all.
 
 Each event goes to its namespace's topic (``gtom.<namespace>`` by default; characters Kafka does
-not allow in a topic name become ``_``, so ``db.$cmd`` goes to ``gtom.db._cmd``), keyed by the
+not allow in a topic name are escaped, injectively, as `gtom.daemon.sinks.names` says: so
+``db.$cmd`` goes to ``gtom.db.-24cmd``), keyed by the
 BSON encoding of its document's ``_id`` (`gtom.consistent.key_of`), so every change of a document
 lands in the same partition, in order. Commands have no key (any partition). The value is the
 event's JSON; the header ``gtom-event-id`` carries the event id, for consumers to drop replays.
@@ -22,16 +23,17 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from gtom._redact import shown
 from gtom.consistent import key_of
 from gtom.daemon.sinks.base import Event, SinkError, SinkRejectedError, SinkUnavailableError
+from gtom.daemon.sinks.names import KAFKA_TOPIC, kafka_part
 
-__all__ = ["EVENT_ID_HEADER", "MAX_TOPIC_LENGTH", "KafkaSink", "default_topic", "topic_name"]
+__all__ = ["EVENT_ID_HEADER", "MAX_TOPIC_LENGTH", "KafkaSink", "default_topic"]
 
 log = logging.getLogger("gtom.daemon")
 
@@ -39,7 +41,6 @@ log = logging.getLogger("gtom.daemon")
 EVENT_ID_HEADER = "gtom-event-id"
 #: The longest topic name Kafka accepts.
 MAX_TOPIC_LENGTH = 249
-_FORBIDDEN = re.compile(r"[^A-Za-z0-9._-]")
 #: Errors saying the brokers could not be reached or did not answer in time.
 _UNREACHABLE_ERRORS = (
     "KafkaConnectionError",
@@ -62,13 +63,9 @@ _Message = tuple[str, "bytes | None", bytes, list[tuple[str, bytes]]]
 
 
 def default_topic(namespace: str) -> str:
-    """The default topic of a namespace: ``gtom.<namespace>``."""
-    return "gtom." + namespace
-
-
-def topic_name(name: str) -> str:
-    """``name`` with every character Kafka forbids in a topic name replaced by ``_``."""
-    return _FORBIDDEN.sub("_", name)
+    """The default topic of a namespace: ``gtom.<db>.<coll>``, escaped for Kafka."""
+    db, _, coll = namespace.partition(".")
+    return f"gtom.{kafka_part(db)}.{kafka_part(coll)}"
 
 
 def _aiokafka() -> ModuleType:
@@ -133,7 +130,7 @@ class KafkaSink:
     ) -> None:
         """Produce to the cluster at ``bootstrap`` (``host:port``, comma-separated for several).
 
-        ``topic_for`` maps a namespace to its topic (forbidden characters are replaced after);
+        ``topic_for`` maps a namespace to its topic (escaped: `gtom.daemon.sinks.names`);
         ``request_timeout`` bounds each request and each batch's delivery, ``connect_timeout``
         the wait for the brokers in `open`.
         """
@@ -148,6 +145,7 @@ class KafkaSink:
         self._producer_state = self._error_classes(_PRODUCER_STATE_ERRORS)
         self.bootstrap = bootstrap
         self.topic_for = topic_for
+        self._collisions: dict[str, str] = {}  # topic with '.' as '_' -> its namespace
         self.client_id = client_id
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
@@ -172,16 +170,27 @@ class KafkaSink:
         """The topic of ``namespace``; a `SinkRejectedError` if Kafka cannot accept the name."""
         topic = self._topics.get(namespace)
         if topic is None:
-            topic = topic_name(self.topic_for(namespace))
+            topic = self.topic_for(namespace)
             problem = None
             if topic in ("", ".", ".."):
                 problem = "empty, '.' or '..'"
             elif len(topic) > MAX_TOPIC_LENGTH:
                 problem = f"longer than {MAX_TOPIC_LENGTH} characters"
+            elif not KAFKA_TOPIC.fullmatch(topic):
+                problem = "it holds characters Kafka does not allow"
+            else:
+                # Kafka refuses a topic whose name differs from another's only in '.' vs '_'
+                # (their metrics names would collide): producing to it would wait forever.
+                twin = self._collisions.setdefault(topic.replace(".", "_"), namespace)
+                if twin != namespace:
+                    problem = (
+                        f"Kafka takes it for the same topic as that of namespace {shown(twin)} "
+                        f"('.' and '_' collide in Kafka topic names)"
+                    )
             if problem is not None:
                 raise SinkRejectedError(
-                    f"the topic for namespace {namespace!r} would be {topic!r}, which Kafka "
-                    f"does not accept: {problem}"
+                    f"the topic for namespace {shown(namespace)} would be {shown(topic)}, which "
+                    f"Kafka does not accept: {problem}; choose a shorter sink.target"
                 )
             self._topics[namespace] = topic
         return topic

@@ -1,7 +1,9 @@
 """The ``nats`` sink: events into a NATS JetStream stream, effectively once.
 
 Each event is published to its namespace's subject (``sink.target``, default
-``gtom.{namespace}``) with the header ``Nats-Msg-Id`` set to the event id. JetStream drops a
+``gtom.{namespace}``, the namespace escaped as `gtom.daemon.sinks.names` says: a collection name
+with a space or an empty token still gets a subject of its own) with the header
+``Nats-Msg-Id`` set to the event id. JetStream drops a
 message whose id it has seen within the stream's duplicate window, so the batch a restarted
 daemon sends again (the one in flight at a crash) is stored once: effectively-once delivery
 into the stream, as long as the restart comes within the window (`DUPLICATE_WINDOW`, set when
@@ -83,6 +85,13 @@ class NatsSink:
         self.timeout = timeout
         self._nc: Any = None
         self._js: Any = None
+        self._subjects: dict[str, str] = {}
+
+    def _subject(self, namespace: str) -> str:
+        subject = self._subjects.get(namespace)
+        if subject is None:
+            subject = self._subjects[namespace] = self.subject_for(namespace)
+        return subject
 
     def _where(self) -> str:
         return redact(",".join(self.servers))
@@ -134,10 +143,11 @@ class NatsSink:
         if self._js is None:
             await self.open()
         js = self._js
+        subject = self._subject
         try:
             futures = [
                 await js.publish_async(
-                    self.subject_for(event.namespace),
+                    subject(event.namespace),
                     event.payload,
                     wait_stall=self.timeout,
                     headers={"Nats-Msg-Id": event.id},
@@ -145,6 +155,8 @@ class NatsSink:
                 for event in batch
             ]
             acks = await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
+        except (nats.errors.BadSubjectError, nats.errors.MaxPayloadError) as e:
+            raise SinkRejectedError(f"NATS refused an event, for good: {e!r}") from e
         except nats.js.errors.APIError as e:
             if getattr(e, "code", None) in (400, 413):  # bad request, message too large
                 raise SinkRejectedError(f"JetStream refused an event: {e}") from e
