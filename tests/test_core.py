@@ -6,7 +6,6 @@ import inspect
 from typing import Any
 
 import pytest
-from bson import Timestamp
 from pymongo.errors import (
     AutoReconnect,
     NetworkTimeout,
@@ -17,36 +16,7 @@ from pymongo.errors import (
 
 import gtom
 from gtom._backoff import Backoff
-from gtom._position import ALL, OplogPosition
 from gtom._retry import describe, is_transient, translate
-
-T1, T2, T3 = Timestamp(10, 1), Timestamp(10, 2), Timestamp(11, 1)
-
-
-def admitted(position: OplogPosition, stream: list[Timestamp]) -> list[Timestamp]:
-    re_read = position.re_read()
-    return [ts for ts in stream if re_read.admit(ts)]
-
-
-def test_a_re_read_skips_exactly_what_was_delivered_at_the_position() -> None:
-    # Three entries share T2 (a SecantusDB transaction); two of them were delivered.
-    position = OplogPosition(T1)
-    for ts in (T2, T2):
-        position.advance(ts)
-    assert (position.ts, position.seen) == (T2, 2)
-    assert admitted(position, [T1, T2, T2, T2, T3]) == [T2, T3]
-
-
-def test_a_position_strictly_after_a_timestamp_skips_all_of_it() -> None:
-    position = OplogPosition(T2, ALL)
-    assert admitted(position, [T1, T2, T2, T3, T3]) == [T3, T3]
-    position.advance(T2)  # advancing at the same ts keeps "all of it"
-    assert position.seen == ALL
-
-
-def test_once_past_the_delivered_prefix_everything_is_new() -> None:
-    position = OplogPosition(T1, 1)
-    assert admitted(position, [T1, T2, T2, T3]) == [T2, T2, T3]
 
 
 def test_backoff_grows_is_capped_and_resets() -> None:
@@ -113,7 +83,7 @@ def test_describe_keeps_server_errors_short() -> None:
 
 def test_options_are_keyword_only_and_frozen() -> None:
     with pytest.raises(TypeError):
-        gtom.Options(20)  # type: ignore[misc]
+        gtom.Options(20)  # type: ignore[call-arg, arg-type]
     options = gtom.Options()
     with pytest.raises(AttributeError):
         options.channel_size = 5  # type: ignore[misc]
@@ -169,7 +139,6 @@ EXPORTED = {
     "OpQueue",
     "OplogDecoder",
     "Options",
-    "Ordering",
     "ServerError",
     "ServerUnavailableError",
     "ShardInfo",
@@ -180,8 +149,11 @@ EXPORTED = {
     "chain_op_filters",
     "consistent",
     "first_op_timestamp",
+    "first_op_timestamp_async",
     "get_shards",
+    "get_shards_async",
     "last_op_timestamp",
+    "last_op_timestamp_async",
     "start",
     "start_async",
     "start_multi",
@@ -233,3 +205,35 @@ def test_server_traits_switch_workarounds_on_only_for_secantusdb() -> None:
         {"secantusVersion": "0.5.3", "buildEnvironment": {"cc": "rustc"}}
     )
     assert rust.stale_tail
+
+
+def test_helpers_have_an_explicit_twin_for_each_face() -> None:
+    from pymongo import AsyncMongoClient
+
+    client: Any = AsyncMongoClient("mongodb://127.0.0.1:1", connect=False)
+    for name in ("last_op_timestamp", "first_op_timestamp", "get_shards"):
+        with pytest.raises(gtom.ConfigurationError, match=f"use {name}_async"):
+            getattr(gtom, name)(client)
+        assert inspect.iscoroutinefunction(getattr(gtom, f"{name}_async"))
+
+
+def test_the_error_tree_in_the_docs_names_every_error_under_its_parent() -> None:
+    import gtom._errors as errors
+
+    tree = errors.__doc__ or ""
+    classes = [
+        obj
+        for obj in vars(errors).values()
+        if isinstance(obj, type) and issubclass(obj, gtom.GtomError)
+    ]
+    drawn: dict[str, int] = {}
+    for line in tree.splitlines():
+        words = line.replace("├──", " ").replace("└──", " ").replace("│", " ").split()
+        if words and words[0] in {c.__name__ for c in classes}:
+            drawn[words[0]] = len(line) - len(line.lstrip(" │├└─"))
+    assert set(drawn) == {c.__name__ for c in classes}
+    for cls in classes:
+        assert getattr(gtom, cls.__name__) is cls, f"{cls.__name__} is not exported"
+        parent = cls.__mro__[1]
+        if parent is not Exception:
+            assert drawn[cls.__name__] > drawn[parent.__name__], cls.__name__

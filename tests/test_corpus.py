@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gtom
-from gtom._decode_oplog import diff_to_update_description
 from gtom._namespaces import is_internal
+from gtom._update_diff import diff_to_update_description
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 #: The wrapper fields this test puts around entries the sources give only in part (mongod's
@@ -314,7 +314,21 @@ def test_a_pre_5_0_update_event_gets_truncated_arrays() -> None:
 # -- mutations -------------------------------------------------------------------------------
 
 #: Values of the wrong type (for most fields), put where a field was.
-WRONG = [None, 0, -1, Int64(2**62), "x", "", [], {}, True, 1.5, math.nan, Timestamp(0, 0), b"\x00"]
+WRONG: list[Any] = [
+    None,
+    0,
+    -1,
+    Int64(2**62),
+    "x",
+    "",
+    [],
+    {},
+    True,
+    1.5,
+    math.nan,
+    Timestamp(0, 0),
+    b"\x00",
+]
 
 
 def paths(value: Any, depth: int = 5, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:

@@ -11,9 +11,10 @@ from bson.codec_options import CodecOptions
 
 from gtom import Op, Source, Txn
 from gtom._extjson import output_codec_options
-from gtom.daemon.checkpoint import Checkpoint, Mark
+from gtom._position import ALL, Position
+from gtom.daemon.checkpoint import Checkpoint
 from gtom.daemon.events import NO_ID, EventMaker, event_id
-from gtom.daemon.positions import ALL, Skipper, Tracker, lane_of, previous_timestamp, resume_after
+from gtom.daemon.positions import Skipper, confirm, lane_of
 
 T1, T2 = Timestamp(100, 1), Timestamp(100, 2)
 #: What the daemon's own client decodes with (`gtom._extjson`).
@@ -51,7 +52,7 @@ def test_ops_sharing_a_timestamp_are_numbered_and_the_numbering_survives_a_resta
     ids = [first.make(o, "oplog").id for o in ops]
     assert [i.split(":")[1] for i in ids] == ["0", "1", "2", "0"]
     again = EventMaker()
-    again.resume("oplog", T1, 2)  # two were delivered before the restart
+    again.resume("oplog", Position(T1, 2))  # two were delivered before the restart
     assert [again.make(o, "oplog").id for o in ops[2:]] == ids[2:]
 
 
@@ -82,35 +83,31 @@ def test_lanes() -> None:
     assert lane_of(op(None, source=Source.DIRECT_READ)) == "copy"
 
 
-def test_tracker_counts_ops_per_timestamp_and_keeps_stream_tokens() -> None:
-    cp = Checkpoint(start=Timestamp(99, 0), oplog=Mark(Timestamp(99, 0), ALL))
-    tracker = Tracker(cp)
-    tracker.confirm([op(T1, 1), op(T1, 2)])
-    assert cp.oplog == Mark(T1, 2)
-    tracker.confirm([op(T1, 3), op(T2, 4), op(None, 5, source=Source.DIRECT_READ)])
-    assert cp.oplog == Mark(T2, 1)
+def test_confirming_counts_ops_per_timestamp_and_keeps_stream_tokens() -> None:
+    cp = Checkpoint(start=Timestamp(99, 0), oplog=Position(Timestamp(99, 0), ALL))
+    confirm(cp, [op(T1, 1), op(T1, 2)])
+    assert cp.oplog == Position(T1, 2)
+    confirm(cp, [op(T1, 3), op(T2, 4), op(None, 5, source=Source.DIRECT_READ)])
+    assert cp.oplog == Position(T2, 1)
     token = {"_data": "82AB"}
-    tracker.confirm([op(T1, source=Source.CHANGE_STREAM, stream_id="db", resume_token=token)])
-    assert cp.streams["db"].token == token and cp.streams["db"].mark == Mark(T1, 1)
-    tracker.confirm([op(T1, shard="s1")])
-    assert cp.shards == {"s1": Mark(T1, 1)}
+    confirm(cp, [op(T1, source=Source.CHANGE_STREAM, stream_id="db", resume_token=token)])
+    assert cp.streams["db"].token == token and cp.streams["db"].mark == Position(T1, 1)
+    confirm(cp, [op(T1, shard="s1")])
+    assert cp.shards == {"s1": Position(T1, 1)}
 
 
-def test_a_restart_reads_the_mark_s_timestamp_again_and_skips_what_was_delivered() -> None:
-    cp = Checkpoint(oplog=Mark(T1, 2))
-    assert resume_after(cp.oplog) == Timestamp(100, 0)  # type: ignore[arg-type]
-    assert resume_after(Mark(T1, ALL)) == T1
-    assert previous_timestamp(Timestamp(100, 0)) == Timestamp(99, 0xFFFFFFFF)
+def test_a_restart_reads_the_position_s_timestamp_again_and_skips_what_was_delivered() -> None:
+    cp = Checkpoint(oplog=Position(T1, 2))
+    assert cp.oplog is not None and cp.oplog.tail_after() == Timestamp(100, 0)
+    assert Position(T1, ALL).tail_after() == T1
     skipper = Skipper(cp)
     again = [op(T1, 1), op(T1, 2), op(T1, 3), op(T2, 4)]
     assert [skipper.skip(o, "oplog") for o in again] == [True, True, False, False]
 
 
 def test_checkpoint_round_trips_through_extended_json() -> None:
-    cp = Checkpoint(start=T1, oplog=Mark(T2, 3), copies_done=["db.c"])
-    Tracker(cp).confirm(
-        [op(T2, source=Source.CHANGE_STREAM, stream_id="", resume_token={"_data": "x"})]
-    )
+    cp = Checkpoint(start=T1, oplog=Position(T2, 3), copies_done=["db.c"])
+    confirm(cp, [op(T2, source=Source.CHANGE_STREAM, stream_id="", resume_token={"_data": "x"})])
     text = json_util.dumps(cp.to_document(), json_options=json_util.CANONICAL_JSON_OPTIONS)
     back = Checkpoint.from_document(json_util.loads(text), "test")
     assert back.to_document() == cp.to_document()
@@ -125,6 +122,6 @@ def test_change_stream_transaction_ids_survive_a_restart_in_mid_transaction() ->
     ids = [first.make(stream_op(d, d), "stream:db").id for d in range(3)]
     # A new process resumes after the first event: its decoder counts the txn from 0 again.
     again = EventMaker()
-    again.resume("stream:db", T1, 1)
+    again.resume("stream:db", Position(T1, 1))
     later = [again.make(stream_op(d, d - 1), "stream:db").id for d in (1, 2)]
     assert later == ids[1:]

@@ -14,7 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gtom import DecodeError, Op, Source
-from gtom._decode_oplog import IncompleteChainError, OplogDecoder, diff_to_update_description
+from gtom._decode_oplog import OplogDecoder
+from gtom._errors import IncompleteChainError
+from gtom._update_diff import diff_to_update_description
 
 FIXTURES = Path(__file__).parent / "fixtures" / "oplog"
 
@@ -116,9 +118,7 @@ def test_a_commit_seen_without_its_chain_asks_for_each_missing_entry(case: dict[
 
 def test_partial_transaction_entries_are_held_until_their_commit() -> None:
     (case,) = [
-        p.values[0]
-        for p in CASES
-        if p.values[0]["name"] == "txn_multi_entry_chain_unprepared_v60"  # type: ignore[index]
+        p.values[0] for p in CASES if p.values[0]["name"] == "txn_multi_entry_chain_unprepared_v60"
     ]
     decoder = OplogDecoder()
     *partials, commit = case["entries"]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from gtom import Op, Source
 from gtom._async.fetch import delta
 from gtom._pending import PendingOps, needs_document
-from gtom._position import ALL, OplogPosition
+from gtom._position import ALL, Position
 
 
 def update(i: int) -> Op:
@@ -24,11 +24,11 @@ def ts(i: int) -> Timestamp:
     return Timestamp(1, i)
 
 
-def position(i: int) -> OplogPosition:
-    return OplogPosition(ts(i), 1)
+def position(i: int) -> Position:
+    return Position(ts(i), 1)
 
 
-START = OplogPosition(Timestamp(0, 5))
+START = Position(Timestamp(0, 5))
 
 
 def test_only_oplog_updates_without_a_document_need_one() -> None:
@@ -97,8 +97,8 @@ def test_the_position_advances_past_every_entry_taken_even_those_without_ops() -
     pending.add([], ts(1), now=0.0)  # a second entry at the same ts (a SecantusDB transaction)
     pending.add([], ts(2), now=0.0)  # a no-op or an entry filtered out
     ops, pos = pending.take(2, START)
-    assert len(ops) == 1 and pos == OplogPosition(ts(1), 2)
-    assert OplogPosition(Timestamp(0, 5)) == START  # the start is not changed
+    assert len(ops) == 1 and pos == Position(ts(1), 2)
+    assert Position(Timestamp(0, 5)) == START  # the start is not changed
     _, pos = pending.take(1, pos)
     assert pos == position(2)
 
@@ -120,7 +120,7 @@ def test_delta_is_an_update_document() -> None:
 def test_the_position_after_a_take_is_that_of_advancing_entry_by_entry(
     start: tuple[int, int], steps: list[int]
 ) -> None:
-    begin = OplogPosition(Timestamp(1, start[0]), start[1])
+    begin = Position(Timestamp(1, start[0]), start[1])
     stamps, inc = [], start[0]
     for step in steps:  # oplog order: timestamps never go back
         inc += step
@@ -128,7 +128,7 @@ def test_the_position_after_a_take_is_that_of_advancing_entry_by_entry(
     pending = PendingOps(50, 0.75, fetching=False)
     for stamp in stamps:
         pending.add([], stamp, now=0.0)
-    expected = begin.copy()
+    expected = begin
     for stamp in stamps:
-        expected.advance(stamp)
+        expected = expected.passed(stamp)
     assert pending.take(len(stamps), begin)[1] == expected

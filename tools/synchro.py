@@ -3,10 +3,20 @@
 The engine is written once, for asyncio. This tool rewrites it token by token into threaded
 code, as pymongo's own ``tools/synchro.py`` does: ``async``/``await`` disappear, async dunder
 methods and names become their sync twins (`REPLACEMENTS`), and ``ruff format`` tidies the
-result. ``_compat.py`` is the one hand-written pair (threads vs. tasks) and is not generated.
+result. ``_compat.py`` and ``queue.py`` are hand-written pairs (threads vs. tasks) and are not
+generated.
 
     python tools/synchro.py          # regenerate src/gtom/_sync/ (and tests/_sync/)
     python tools/synchro.py --check  # exit 1 if a generated file is out of date (run by CI)
+
+Where the faces must differ, a block says so, and no shim is needed::
+
+    # synchro: async-only
+    result = await maybe_await(result)  # gone from the sync face
+    # synchro: end
+    # synchro: sync-only
+    # threading.get_ident()  # each line commented out here, uncommented in the sync face
+    # synchro: end
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ TREES = [
     (ROOT / "src" / "gtom" / "_async", ROOT / "src" / "gtom" / "_sync"),
     (ROOT / "tests" / "_async", ROOT / "tests" / "_sync"),
 ]
-HAND_WRITTEN = {"_compat.py", "_tcompat.py", "conftest.py"}
+HAND_WRITTEN = {"_compat.py", "queue.py", "_tcompat.py", "conftest.py"}
 CONFIG = str(ROOT / "pyproject.toml")
 
 #: Names (whole tokens, and whole words in strings and comments) and their sync twins.
@@ -53,6 +63,9 @@ REPLACEMENTS = {
     "AsyncMultiOpCtx": "MultiOpCtx",
     "start_multi_async": "start_multi",
     "start_async": "start",
+    "last_op_timestamp_async": "last_op_timestamp",
+    "first_op_timestamp_async": "first_op_timestamp",
+    "get_shards_async": "get_shards",
     "_async": "_sync",
     "async_client": "client",
     "async_server": "server",
@@ -66,8 +79,41 @@ _PROSE = re.compile(r"\b(?:async |await )")
 HEADER = "# Generated from {source} by tools/synchro.py. Edit that one.\n"
 
 
+_BLOCK = re.compile(r"^(\s*)# synchro: (async-only|sync-only|end)\s*$")
+
+
+def face_blocks(source: str) -> str:
+    """``source`` with its face-specific blocks resolved for the sync face (see the module).
+
+    Raises ValueError for a block that is not closed, or a sync-only line not commented out.
+    """
+    out: list[str] = []
+    block: str | None = None
+    for number, line in enumerate(source.splitlines(keepends=True), start=1):
+        marker = _BLOCK.match(line)
+        if marker is not None:
+            kind = marker.group(2)
+            if (kind == "end") == (block is None):
+                raise ValueError(f"line {number}: unexpected '# synchro: {kind}'")
+            block = None if kind == "end" else kind
+            continue
+        if block == "async-only":
+            continue
+        if block == "sync-only" and line.strip():
+            indent = line[: len(line) - len(line.lstrip())]
+            code = line.lstrip()
+            if not code.startswith("# "):
+                raise ValueError(f"line {number}: a sync-only line must be commented out")
+            line = indent + code[2:]
+        out.append(line)
+    if block is not None:
+        raise ValueError(f"a '# synchro: {block}' block is not closed")
+    return "".join(out)
+
+
 def unasync(source: str) -> str:
     """The sync twin of one asyncio module's source."""
+    source = face_blocks(source)
     lines = source.splitlines(keepends=True)
     offsets = [0]
     for line in lines:

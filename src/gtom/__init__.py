@@ -11,8 +11,7 @@ run the same engine, over the caller's own client.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import Any, overload
+from typing import Any
 
 from bson import Timestamp
 from pymongo import AsyncMongoClient, MongoClient
@@ -20,11 +19,11 @@ from pymongo import AsyncMongoClient, MongoClient
 from gtom import consistent
 from gtom._async import multi as _async_multi
 from gtom._async import oplog as _async_oplog
-from gtom._async._compat import OpQueue as AsyncOpQueue
 from gtom._async.ctx import AsyncOpCtx, start_async
 from gtom._async.multi import AsyncMultiOpCtx, start_multi_async
+from gtom._async.queue import OpQueue as AsyncOpQueue
 from gtom._decode_change import ChangeDecoder
-from gtom._decode_oplog import IncompleteChainError, OplogDecoder
+from gtom._decode_oplog import OplogDecoder
 from gtom._errors import (
     AuthenticationFailedError,
     CallbackError,
@@ -32,21 +31,22 @@ from gtom._errors import (
     DecodeError,
     GtomError,
     HistoryLostError,
+    IncompleteChainError,
     NotAuthorizedError,
     NotReplicaSetError,
     ServerError,
     ServerUnavailableError,
     StoppedError,
 )
-from gtom._op import Op, OpFilter, Ordering, Source, Txn, chain_op_filters
+from gtom._op import Op, OpFilter, Source, Txn, chain_op_filters
 from gtom._options import Options
 from gtom._segments import DirectReadProgress
 from gtom._shards import ShardInfo
 from gtom._sync import multi as _sync_multi
 from gtom._sync import oplog as _sync_oplog
-from gtom._sync._compat import OpQueue
 from gtom._sync.ctx import OpCtx, start
 from gtom._sync.multi import MultiOpCtx, start_multi
+from gtom._sync.queue import OpQueue
 
 __version__ = "0.1.0"
 
@@ -72,7 +72,6 @@ __all__ = [
     "OpQueue",
     "OplogDecoder",
     "Options",
-    "Ordering",
     "ServerError",
     "ServerUnavailableError",
     "ShardInfo",
@@ -83,8 +82,11 @@ __all__ = [
     "chain_op_filters",
     "consistent",
     "first_op_timestamp",
+    "first_op_timestamp_async",
     "get_shards",
+    "get_shards_async",
     "last_op_timestamp",
+    "last_op_timestamp_async",
     "start",
     "start_async",
     "start_multi",
@@ -92,48 +94,47 @@ __all__ = [
 ]
 
 
-@overload
-def last_op_timestamp(client: MongoClient[Any], options: Options | None = None) -> Timestamp: ...
-@overload
-def last_op_timestamp(
-    client: AsyncMongoClient[Any], options: Options | None = None
-) -> Coroutine[Any, Any, Timestamp]: ...
-def last_op_timestamp(
-    client: MongoClient[Any] | AsyncMongoClient[Any], options: Options | None = None
-) -> Timestamp | Coroutine[Any, Any, Timestamp]:
-    """The timestamp of the newest oplog entry; a coroutine for an ``AsyncMongoClient``."""
+def _sync_client(client: Any, function: str) -> MongoClient[Any]:
     if isinstance(client, AsyncMongoClient):
-        return _async_oplog.last_op_timestamp(client, options)
-    return _sync_oplog.last_op_timestamp(client, options)
+        raise ConfigurationError(
+            f"{function}() takes a pymongo.MongoClient; for an AsyncMongoClient use "
+            f"{function}_async()"
+        )
+    return client  # type: ignore[no-any-return]
 
 
-@overload
-def first_op_timestamp(client: MongoClient[Any], options: Options | None = None) -> Timestamp: ...
-@overload
-def first_op_timestamp(
+def last_op_timestamp(client: MongoClient[Any], options: Options | None = None) -> Timestamp:
+    """The timestamp of the newest oplog entry ("now" for tailing)."""
+    return _sync_oplog.last_op_timestamp(_sync_client(client, "last_op_timestamp"), options)
+
+
+async def last_op_timestamp_async(
     client: AsyncMongoClient[Any], options: Options | None = None
-) -> Coroutine[Any, Any, Timestamp]: ...
-def first_op_timestamp(
-    client: MongoClient[Any] | AsyncMongoClient[Any], options: Options | None = None
-) -> Timestamp | Coroutine[Any, Any, Timestamp]:
-    """The timestamp of the oldest oplog entry kept; a coroutine for an ``AsyncMongoClient``."""
-    if isinstance(client, AsyncMongoClient):
-        return _async_oplog.first_op_timestamp(client, options)
-    return _sync_oplog.first_op_timestamp(client, options)
+) -> Timestamp:
+    """The timestamp of the newest oplog entry, through an ``AsyncMongoClient``."""
+    return await _async_oplog.last_op_timestamp(client, options)
 
 
-@overload
-def get_shards(config_client: MongoClient[Any]) -> list[ShardInfo]: ...
-@overload
-def get_shards(config_client: AsyncMongoClient[Any]) -> Coroutine[Any, Any, list[ShardInfo]]: ...
-def get_shards(
-    config_client: MongoClient[Any] | AsyncMongoClient[Any],
-) -> list[ShardInfo] | Coroutine[Any, Any, list[ShardInfo]]:
+def first_op_timestamp(client: MongoClient[Any], options: Options | None = None) -> Timestamp:
+    """The timestamp of the oldest oplog entry still kept (how far back tailing can start)."""
+    return _sync_oplog.first_op_timestamp(_sync_client(client, "first_op_timestamp"), options)
+
+
+async def first_op_timestamp_async(
+    client: AsyncMongoClient[Any], options: Options | None = None
+) -> Timestamp:
+    """The timestamp of the oldest oplog entry still kept, through an ``AsyncMongoClient``."""
+    return await _async_oplog.first_op_timestamp(client, options)
+
+
+def get_shards(config_client: MongoClient[Any]) -> list[ShardInfo]:
     """The shards listed in ``config.shards`` (read through a config server or a mongos client).
 
-    Give each shard's `ShardInfo.get_url` to a client, and the clients to `start_multi`. A
-    coroutine for an ``AsyncMongoClient``.
+    Give each shard's `ShardInfo.get_url` to a client, and the clients to `start_multi`.
     """
-    if isinstance(config_client, AsyncMongoClient):
-        return _async_multi.get_shards(config_client)
-    return _sync_multi.get_shards(config_client)
+    return _sync_multi.get_shards(_sync_client(config_client, "get_shards"))
+
+
+async def get_shards_async(config_client: AsyncMongoClient[Any]) -> list[ShardInfo]:
+    """The shards listed in ``config.shards``, through an ``AsyncMongoClient``."""
+    return await _async_multi.get_shards(config_client)

@@ -23,8 +23,7 @@ from bson import Timestamp
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.raw_bson import RawBSONDocument
 
-from gtom._decode_oplog import call_user
-from gtom._errors import CallbackError, DecodeError
+from gtom._errors import CallbackError, DecodeError, call_user
 from gtom._op import Op, Source, Txn
 
 __all__ = ["ChangeDecoder", "is_invalidate"]

@@ -6,10 +6,12 @@ The tree::
     ├── ConfigurationError       an option has a bad value (also a ValueError)
     ├── CallbackError            a function passed in Options raised (it is the __cause__)
     ├── DecodeError              an oplog entry or change event gtom cannot understand
+    ├── IncompleteChainError     OplogDecoder: a commit needs an earlier entry it has not seen
     ├── ServerError              the server cannot be used as a source
     │   ├── ServerUnavailableError   no server answered within the selection timeout
     │   ├── NotReplicaSetError       the server keeps no oplog (standalone or mongos)
     │   └── NotAuthorizedError       the user may not read what gtom needs
+    │       └── AuthenticationFailedError   the server refused the credentials
     ├── HistoryLostError         the position to resume from is no longer in the oplog
     └── StoppedError             the context was stopped (after its queue drained)
 
@@ -19,6 +21,7 @@ always available as ``__cause__``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bson import Timestamp
@@ -30,11 +33,13 @@ __all__ = [
     "DecodeError",
     "GtomError",
     "HistoryLostError",
+    "IncompleteChainError",
     "NotAuthorizedError",
     "NotReplicaSetError",
     "ServerError",
     "ServerUnavailableError",
     "StoppedError",
+    "call_user",
 ]
 
 
@@ -68,6 +73,18 @@ class DecodeError(GtomError):
         """Create the error with a message and the document that could not be decoded."""
         super().__init__(message)
         self.document = document
+
+
+class IncompleteChainError(GtomError):
+    """A transaction's commit needs an earlier oplog entry, at ``ts``, the decoder has not seen.
+
+    Fetch it, give it to `OplogDecoder.remember`, and decode the commit again.
+    """
+
+    def __init__(self, ts: Timestamp) -> None:
+        """Name the missing entry by its timestamp."""
+        super().__init__(f"the transaction chain entry at {ts} is needed")
+        self.ts = ts
 
 
 class ServerError(GtomError):
@@ -118,3 +135,11 @@ class HistoryLostError(GtomError):
 
 class StoppedError(GtomError):
     """The context was stopped: its queue is drained and no more ops will come."""
+
+
+def call_user(option: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a function the user passed as ``option``; its exception becomes a `CallbackError`."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        raise CallbackError(option, e) from e

@@ -10,7 +10,7 @@ from typing import Any
 
 from bson import Timestamp
 
-__all__ = ["Op", "OpFilter", "Ordering", "Source", "Txn", "chain_op_filters"]
+__all__ = ["Op", "OpFilter", "Source", "Txn", "chain_op_filters"]
 
 
 class Source(str, enum.Enum):
@@ -22,17 +22,6 @@ class Source(str, enum.Enum):
     """Read from a change stream (``watch()``)."""
     DIRECT_READ = "direct_read"
     """Read from a collection or view directly (a whole-collection copy)."""
-
-
-class Ordering(str, enum.Enum):
-    """The order in which ops leave gtom, compared with the order the server wrote them."""
-
-    OPLOG = "oplog"
-    """Every op leaves in oplog order, across all namespaces."""
-    NAMESPACE = "namespace"
-    """Order is kept within each namespace; namespaces may interleave."""
-    DOCUMENT = "document"
-    """Order is kept for each document (``_id``); documents may interleave."""
 
 
 @dataclass(frozen=True, slots=True)

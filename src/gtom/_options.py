@@ -13,7 +13,7 @@ from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
 
 from gtom._errors import ConfigurationError
-from gtom._op import Op, Ordering
+from gtom._op import Op
 
 __all__ = ["DEFAULT_CHANNEL_SIZE", "AfterFunc", "Options", "PipeFunc", "UnmarshalFunc"]
 
@@ -25,7 +25,6 @@ DEFAULT_OPLOG_DATABASE = "local"
 DEFAULT_OPLOG_COLLECTION = "oplog.rs"
 DEFAULT_FULL_DOCUMENT = "updateLookup"
 _FULL_DOCUMENT_CHOICES = ("updateLookup", "required", "whenAvailable", "default")
-_ON_HISTORY_LOST_CHOICES = ("fail",)
 _BEFORE_CHANGE_CHOICES = (None, "off", "whenAvailable", "required")
 
 AfterFunc = Callable[[Any, "Options"], "Timestamp | Awaitable[Timestamp]"]
@@ -68,8 +67,6 @@ class Options:
     """Seconds to wait for a fetch batch to fill before fetching anyway."""
     worker_count: int = 1
     """Concurrent document fetchers."""
-    ordering: Ordering = Ordering.OPLOG
-    """Order guarantee of ops leaving gtom (see `Ordering`)."""
     include_internal: bool = False
     """Also deliver the oplog ops of internal namespaces (the server's own bookkeeping: the
     ``local`` and ``config`` databases and ``system.*`` collections; see docs/oplog.md). Change
@@ -113,9 +110,6 @@ class Options:
     """Change streams also report create, createIndexes, dropIndexes, modify and sharding
     events (MongoDB 6.0+), and update descriptions carry ``disambiguatedPaths`` (6.1+); oplog
     updates then carry ``disambiguatedPaths`` too."""
-    on_history_lost: str = "fail"
-    """What to do when the resume position fell off the oplog: ``"fail"`` (raise
-    `HistoryLostError`). The library never skips a gap silently."""
 
     def validate(self) -> Options:
         """Check every field and return self; raise `ConfigurationError` naming the bad one."""
@@ -139,11 +133,6 @@ class Options:
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ConfigurationError(f"{name} must be a function or None, got {value!r}")
-        if not isinstance(self.ordering, Ordering):
-            raise ConfigurationError(
-                f"ordering must be a gtom.Ordering ({', '.join(o.name for o in Ordering)}),"
-                f" got {self.ordering!r}"
-            )
         for name in ("oplog_database_name", "oplog_collection_name"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
@@ -192,11 +181,6 @@ class Options:
             raise ConfigurationError(
                 f"resume_tokens names streams that are not in change_stream_ns: "
                 f"{sorted(unknown_tokens)}"
-            )
-        if self.on_history_lost not in _ON_HISTORY_LOST_CHOICES:
-            raise ConfigurationError(
-                f"on_history_lost must be one of {', '.join(_ON_HISTORY_LOST_CHOICES)},"
-                f" got {self.on_history_lost!r}"
             )
         if not isinstance(self.log, logging.Logger):
             raise ConfigurationError(f"log must be a logging.Logger, got {self.log!r}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bson import Timestamp
 
 from gtom._op import Op, Source
-from gtom._position import ALL, OplogPosition
+from gtom._position import Position
 
 __all__ = ["PendingOps", "needs_document"]
 
@@ -89,10 +89,11 @@ class PendingOps:
             return 0.0
         return max(0.0, self._duration - (now - self._entries[0].arrived))
 
-    def take(self, count: int, position: OplogPosition) -> tuple[list[Op], OplogPosition]:
+    def take(self, count: int, position: Position) -> tuple[list[Op], Position]:
         """The ops of the first ``count`` entries (in order) and the position after them.
 
-        That is ``position`` advanced past each entry taken, as a new value.
+        That is ``position`` passed over each entry taken: only the run of entries sharing the
+        last one's timestamp matters (usually one entry), so only that run is counted.
         """
         ops: list[Op] = []
         entries = self._entries
@@ -100,22 +101,8 @@ class PendingOps:
         for entry in taken:
             ops += entry.ops
             self.needs -= entry.needs
-        return ops, _advanced(position, taken)
-
-
-def _advanced(position: OplogPosition, taken: list[_Entry]) -> OplogPosition:
-    """``position`` advanced past the entries ``taken``, in order (at least one).
-
-    Only the run of entries sharing the last one's timestamp matters, so this looks at the tail
-    of the list (usually one entry), not at every entry.
-    """
-    last = taken[-1].ts
-    run = 1
-    while run < len(taken) and taken[-run - 1].ts == last:
-        run += 1
-    if run == len(taken) and last == position.ts:  # all at the position's own timestamp
-        after = position.copy()
-        if after.seen != ALL:
-            after.seen += run
-        return after
-    return OplogPosition(last, run)
+        last = taken[-1].ts
+        run = 1
+        while run < len(taken) and taken[-run - 1].ts == last:
+            run += 1
+        return ops, position.passed(last, run)

@@ -1,14 +1,20 @@
-"""Where a tailer is in the oplog, as a value, and how it re-reads without repeating itself.
+"""Positions in an ordered source, as one value type, with their arithmetic (pure).
 
-Oplog timestamps are not unique everywhere: SecantusDB gives every entry of a transaction the same
-``ts``. So a position is ``(ts, seen)``: the newest delivered timestamp and how many entries with
-that timestamp were delivered. A re-read always starts *at* ``ts`` (``$gte``) and skips the
-``seen`` entries it already delivered, so an entry sharing a timestamp is never lost and never
-repeated.
+Oplog timestamps are not unique everywhere: SecantusDB gives every entry of a transaction the
+same ``ts``, and the writes unrolled from one ``applyOps`` share its ``ts``. So a position is a
+`Position`, ``(ts, seen)``: a timestamp and how many entries (or ops) at it were passed, or `ALL`
+of them. The engine's tailers, the daemon's checkpoints, its event numbering and what a restart
+skips all use it:
+
+* a read from a position starts *at* its ``ts`` (``$gte``) and its `ReRead` drops the ``seen``
+  entries passed already, so an entry sharing a timestamp is never lost and never repeated;
+* `Position.passed` is where a source is after the next entries, `Position.tail_after` the
+  timestamp to tail strictly after to see every entry not passed yet.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,44 +22,67 @@ from bson import Timestamp
 
 from gtom._errors import ConfigurationError
 
-__all__ = ["ALL", "OplogPosition", "ReRead", "check_timestamp", "format_ts", "next_timestamp"]
+__all__ = [
+    "ALL",
+    "Position",
+    "ReRead",
+    "check_timestamp",
+    "format_ts",
+    "next_timestamp",
+    "previous_timestamp",
+]
 
 ALL = -1
-"""``seen`` value meaning every entry at ``ts`` was delivered (strictly after ``ts``)."""
+"""``seen`` meaning every entry at ``ts`` was passed: the position is strictly after ``ts``."""
+_ZERO = Timestamp(0, 0)
 
 
-@dataclass(slots=True)
-class OplogPosition:
-    """The newest oplog timestamp delivered and how many entries at it were delivered."""
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A place in an ordered source: ``seen`` entries at ``ts`` were passed (`ALL`: every one)."""
 
     ts: Timestamp
     seen: int = ALL
 
-    def advance(self, ts: Timestamp) -> None:
-        """Record that the entry at ``ts`` (the next one in oplog order) was delivered."""
+    def passed(self, ts: Timestamp, count: int = 1) -> Position:
+        """The position after ``count`` more entries, at ``ts``, the next ones in order."""
         if ts == self.ts:
-            if self.seen != ALL:
-                self.seen += 1
-        else:
-            self.ts = ts
-            self.seen = 1
+            return self if self.seen == ALL else Position(ts, self.seen + count)
+        return Position(ts, count)
 
     def re_read(self) -> ReRead:
-        """A filter for one read that starts at ``ts`` and drops what was delivered."""
+        """A filter for a read that starts at ``ts`` and drops what was passed."""
         return ReRead(self.ts, self.seen)
 
-    def copy(self) -> OplogPosition:
-        """An independent copy."""
-        return OplogPosition(self.ts, self.seen)
+    def tail_after(self) -> Timestamp:
+        """The timestamp to tail strictly after to see every entry not passed yet.
+
+        With every entry at ``ts`` passed, ``ts`` itself; otherwise the one just before, so
+        ``ts`` is read again and its `ReRead` (or the daemon's skip) drops what was passed.
+        """
+        if self.seen == ALL or self.ts == _ZERO:
+            return self.ts
+        return previous_timestamp(self.ts)
+
+    def to_document(self) -> dict[str, Any]:
+        """As a BSON-able document (``{"ts": ..., "count": seen}``)."""
+        return {"ts": self.ts, "count": self.seen}
+
+    @classmethod
+    def from_document(cls, document: Any) -> Position:
+        """Read back `to_document`'s output (ValueError if it is not one)."""
+        if not isinstance(document, Mapping) or not isinstance(document.get("ts"), Timestamp):
+            raise ValueError(f"not a position: {document!r}")
+        return cls(document["ts"], int(document.get("count", 0)))
 
 
 class ReRead:
-    """Admits the entries of one read (started at ``ts``, in oplog order) not yet delivered."""
+    """Admits the entries of one read (started at ``ts``, in order) not passed yet."""
 
     __slots__ = ("_skip", "_ts")
 
     def __init__(self, ts: Timestamp, seen: int) -> None:
-        """Start a read after a delivery of ``seen`` entries at ``ts`` (`ALL` for all)."""
+        """Start a read after ``seen`` entries at ``ts`` were passed (`ALL` for all)."""
         self._ts: Timestamp | None = ts
         self._skip = seen
 
@@ -67,7 +96,7 @@ class ReRead:
             if self._skip > 0:
                 self._skip -= 1
             return False
-        self._ts = None  # past the delivered prefix: everything from here on is new
+        self._ts = None  # past the passed prefix: everything from here on is new
         return True
 
 
@@ -76,6 +105,13 @@ def next_timestamp(ts: Timestamp) -> Timestamp:
     if ts.inc >= 0xFFFFFFFF:
         return Timestamp(ts.time + 1, 0)
     return Timestamp(ts.time, ts.inc + 1)
+
+
+def previous_timestamp(ts: Timestamp) -> Timestamp:
+    """The greatest timestamp smaller than ``ts`` (nothing lies between them)."""
+    if ts.inc > 0:
+        return Timestamp(ts.time, ts.inc - 1)
+    return Timestamp(max(0, ts.time - 1), 0xFFFFFFFF)
 
 
 def format_ts(ts: Timestamp) -> str:

@@ -14,6 +14,9 @@ worker moves only the keys that worker gains or loses (about 1/n of them), not a
 The hash is a BLAKE2b digest of the ``_id`` encoded as BSON, so it is the same in every process,
 machine and Python version (Python's ``hash()`` is randomised per process). Workers must decode
 documents the same way (the same ``uuidRepresentation`` in their connection strings).
+
+Within one process, `partition` spreads ops over ``n`` parallel consumers the same way: gtom
+delivers in strict oplog order, and the changes of one document stay in one partition, in order.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = [
     "consistent_hash_filter_from_document",
     "consistent_hash_filter_from_file",
     "key_of",
+    "partition",
 ]
 
 #: Points each worker has on the ring: more points, more even shares (about ±1/sqrt(n)).
@@ -68,6 +72,23 @@ def key_of(document_id: Any) -> bytes:
         return bson.encode({"_id": document_id}, codec_options=_ENCODE)
     except (bson.InvalidDocument, TypeError, ValueError, OverflowError):
         return repr(document_id).encode()  # not BSON (an unmarshalled value): its repr
+
+
+def partition(op: Op, partitions: int) -> int | None:
+    """The partition (``0 <= p < partitions``) of ``op``'s document, or None for a command.
+
+    gtom delivers ops in strict oplog order. To process them in parallel, give each partition
+    its own consumer (a thread, a task, a queue) and hand every op to the one ``partition(op, n)``
+    names: every change of one document goes to the same partition, so per-document order holds.
+    None means the op has no ``_id`` (a drop, a rename, another command): it concerns whole
+    collections, so wait until every partition has drained, apply it, then go on. The result
+    depends only on the ``_id`` and ``partitions``, in every process.
+    """
+    if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+        raise ConfigurationError(f"partitions must be a positive int, got {partitions!r}")
+    if op.id is None:
+        return None
+    return _digest(key_of(op.id)) % partitions
 
 
 class ConsistentHashRing:

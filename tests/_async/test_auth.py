@@ -7,14 +7,22 @@ from typing import Any
 import pytest
 
 import gtom
+from tests._async.helpers import collect
 from tests.conftest import AUTH_PASSWORD, TestServer
 
 
-async def start_as(server: TestServer, user: str, password: str) -> None:
+async def start_as(
+    server: TestServer, user: str, password: str, *, write: bool = False
+) -> list[gtom.Op]:
+    """Start a context as ``user``; with ``write``, insert a document and collect its op."""
     client: Any = server.async_client(username=user, password=password)
     try:
-        ctx = await gtom.start_async(client)
-        await ctx.stop()
+        options = gtom.Options(namespace_filter=lambda op: op.namespace == "authz.c")
+        async with await gtom.start_async(client, options) as ctx:
+            if not write:
+                return []
+            await client.authz.c.insert_one({"_id": "tailed"})
+            return await collect(ctx, 1)
     finally:
         await client.close()
 
@@ -33,4 +41,5 @@ async def test_a_user_who_may_not_read_the_oplog_is_told_what_to_grant(
 
 
 async def test_an_authorized_user_tails(auth_server: TestServer) -> None:
-    await start_as(auth_server, "root", AUTH_PASSWORD)
+    (op,) = await start_as(auth_server, "root", AUTH_PASSWORD, write=True)
+    assert (op.operation, op.namespace, op.id) == ("i", "authz.c", "tailed")

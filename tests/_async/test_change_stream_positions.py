@@ -78,7 +78,7 @@ async def test_after_starts_the_streams_strictly_after_that_time(
     async with await gtom.start_async(async_client, options) as ctx:
         ops = await collect(ctx, 1)
         await assert_quiet(ctx, 0.2)
-    assert ids(ops) == [1] and ops[0].timestamp > ts  # type: ignore[operator]
+    assert ids(ops) == [1] and ops[0].timestamp > ts
 
 
 async def test_a_resume_token_wins_over_after(async_client: Any, db_name: str) -> None:

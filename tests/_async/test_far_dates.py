@@ -33,7 +33,7 @@ async def plain_client(rust_server: RustServer) -> AsyncIterator[Any]:
 async def written(rust_server: RustServer, db_name: str) -> Timestamp:
     """Writes far dates into ``db_name.c``; the oplog position just before."""
     writer = rust_server.async_client(datetime_conversion="DATETIME_AUTO")
-    start = await gtom.last_op_timestamp(writer)
+    start = await gtom.last_op_timestamp_async(writer)
     await writer[db_name].c.insert_one({"_id": 1, "late": AFTER_9999})
     await writer[db_name].c.update_one({"_id": 1}, {"$set": {"early": BEFORE_1}})
     await writer.close()

@@ -82,8 +82,8 @@ async def test_the_edges_come_from_natural_order(async_client: Any, db_name: str
     oplog = async_client.local["oplog.rs"]
     newest = await oplog.find_one({}, sort=[("ts", -1)])
     oldest = await oplog.find_one({}, sort=[("ts", 1)])
-    assert await gtom.last_op_timestamp(async_client) == newest["ts"]
-    assert await gtom.first_op_timestamp(async_client) == oldest["ts"]
+    assert await gtom.last_op_timestamp_async(async_client) == newest["ts"]
+    assert await gtom.first_op_timestamp_async(async_client) == oldest["ts"]
 
 
 async def test_a_tailable_cursor_alone_delivers_every_write_in_order(
@@ -166,7 +166,7 @@ async def test_resuming_after_a_saved_position_delivers_exactly_what_follows(
     client, cursors = watched
     coll = client[db_name].c
     await coll.insert_many([{"_id": i} for i in range(10)])
-    saved = await gtom.last_op_timestamp(client)
+    saved = await gtom.last_op_timestamp_async(client)
     await coll.insert_many([{"_id": i} for i in range(10, 20)])
 
     async def after(client: Any, options: gtom.Options) -> Timestamp:
@@ -187,11 +187,11 @@ async def test_a_position_off_the_oplog_is_history_lost_at_start(
 ) -> None:
     client: Any = tiny_oplog_server.async_client()
     try:
-        before = await gtom.first_op_timestamp(client)
+        before = await gtom.first_op_timestamp_async(client)
         for i in range(60):  # more than the tiny oplog keeps
             await client[db_name].c.insert_one({"_id": i})
         tiny_oplog_server.prune_oplog()
-        oldest = await gtom.first_op_timestamp(client)
+        oldest = await gtom.first_op_timestamp_async(client)
         assert oldest > before
 
         async def after(client: Any, options: gtom.Options) -> Timestamp:

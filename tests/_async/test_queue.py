@@ -7,7 +7,7 @@ import queue
 import pytest
 
 import gtom
-from gtom._async._compat import Lane, OpQueue, QueueClosed
+from gtom._async.queue import Lane, OpQueue, QueueClosed
 from tests._async._tcompat import Background, sleep
 from tests._async.helpers import wait_until
 

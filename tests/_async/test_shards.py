@@ -66,7 +66,7 @@ async def test_get_shards_lists_config_shards_with_urls_naming_every_host(
         [{"_id": f"shard{i}", "host": host, "state": 1} for i, host in enumerate(hosts)]
     )
 
-    shards = await gtom.get_shards(config)
+    shards = await gtom.get_shards_async(config)
 
     assert [(s.id, s.host) for s in shards] == [("shard0", hosts[0]), ("shard1", hosts[1])]
     for info in shards:
@@ -79,7 +79,7 @@ async def test_get_shards_lists_config_shards_with_urls_naming_every_host(
 async def test_get_shards_of_a_malformed_document_says_which(config: Any) -> None:
     await config.config.shards.insert_one({"_id": "broken", "state": 1})
     with pytest.raises(gtom.ConfigurationError, match="'broken' has no usable 'host'"):
-        await gtom.get_shards(config)
+        await gtom.get_shards_async(config)
 
 
 async def test_every_shard_s_events_arrive_in_one_stream_in_each_shard_s_order(
@@ -96,7 +96,9 @@ async def test_every_shard_s_events_arrive_in_one_stream_in_each_shard_s_order(
         await assert_quiet(ctx, 0.3)
 
     assert by_shard(ops) == {k: [k * 100 + n for n in range(5)] for k in range(3)}
-    assert all(op.is_insert() and op.data["shard"] == op.id // 100 for op in ops)
+    assert all(
+        op.is_insert() and op.data is not None and op.data["shard"] == op.id // 100 for op in ops
+    )
     assert all(op.shard == str(op.id // 100) for op in ops)  # list index, as a string
 
 
@@ -228,7 +230,7 @@ async def test_ops_queued_before_stop_can_still_be_iterated(clients: Clients, db
 async def test_a_shard_added_before_the_listener_started_is_not_missed(
     cluster: Cluster, config: Any, clients: Clients, db_name: str
 ) -> None:
-    before = await gtom.last_op_timestamp(config)  # read before get_shards, as the docs say
+    before = await gtom.last_op_timestamp_async(config)  # read before get_shards, as the docs say
     await config.config.shards.insert_one({"_id": "early", "host": cluster.host(cluster.shards[2])})
     await config.config.shards.insert_one({"_id": "0", "host": cluster.host(cluster.shards[0])})
     added: list[Any] = []
@@ -256,5 +258,5 @@ async def test_misuse_is_a_clear_error(clients: Clients, config: Any, db_name: s
     ctx = await gtom.start_multi_async([clients.shard(0)], copy_only)
     async with ctx:
         with pytest.raises(gtom.ConfigurationError, match="needs a context that tails"):
-            await ctx.add_shard_listener(config, None, clients.open)
+            await ctx.add_shard_listener(config, None, lambda info: clients.open(info.get_url()))
     assert gtom_workers() == []

@@ -8,14 +8,20 @@ from typing import Any
 import pytest
 
 import gtom
+from tests._sync.helpers import collect
 from tests.conftest import AUTH_PASSWORD, TestServer
 
 
-def start_as(server: TestServer, user: str, password: str) -> None:
+def start_as(server: TestServer, user: str, password: str, *, write: bool = False) -> list[gtom.Op]:
+    """Start a context as ``user``; with ``write``, insert a document and collect its op."""
     client: Any = server.client(username=user, password=password)
     try:
-        ctx = gtom.start(client)
-        ctx.stop()
+        options = gtom.Options(namespace_filter=lambda op: op.namespace == "authz.c")
+        with gtom.start(client, options) as ctx:
+            if not write:
+                return []
+            client.authz.c.insert_one({"_id": "tailed"})
+            return collect(ctx, 1)
     finally:
         client.close()
 
@@ -34,4 +40,5 @@ def test_a_user_who_may_not_read_the_oplog_is_told_what_to_grant(
 
 
 def test_an_authorized_user_tails(auth_server: TestServer) -> None:
-    start_as(auth_server, "root", AUTH_PASSWORD)
+    (op,) = start_as(auth_server, "root", AUTH_PASSWORD, write=True)
+    assert (op.operation, op.namespace, op.id) == ("i", "authz.c", "tailed")

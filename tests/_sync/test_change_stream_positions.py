@@ -75,7 +75,7 @@ def test_after_starts_the_streams_strictly_after_that_time(client: Any, db_name:
     with gtom.start(client, options) as ctx:
         ops = collect(ctx, 1)
         assert_quiet(ctx, 0.2)
-    assert ids(ops) == [1] and ops[0].timestamp > ts  # type: ignore[operator]
+    assert ids(ops) == [1] and ops[0].timestamp > ts
 
 
 def test_a_resume_token_wins_over_after(client: Any, db_name: str) -> None:

@@ -132,7 +132,7 @@ def test_overrunning_a_tiny_oplog_while_paused_raises_history_lost(
         error = caught.value
         # It names the last position delivered, and the oldest one the oplog still has.
         assert error.position == delivered[-1].timestamp
-        assert error.oldest is not None and error.oldest > error.position  # type: ignore[operator]
+        assert error.oldest is not None and error.oldest > error.position
         assert "no longer reaches back" in str(error)
         ctx.stop()
     finally:

@@ -8,7 +8,7 @@ import queue
 import pytest
 
 import gtom
-from gtom._sync._compat import Lane, OpQueue, QueueClosed
+from gtom._sync.queue import Lane, OpQueue, QueueClosed
 from tests._sync._tcompat import Background, sleep
 from tests._sync.helpers import wait_until
 

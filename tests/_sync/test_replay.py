@@ -45,6 +45,7 @@ class ChainQueries(monitoring.CommandListener):
         chain_query = query is not None and set(query) == {"ts"}
         if (
             event.command.get("find") == REPLAY
+            and query is not None
             and chain_query
             and isinstance(query["ts"], Timestamp)
         ):

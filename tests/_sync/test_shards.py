@@ -97,7 +97,9 @@ def test_every_shard_s_events_arrive_in_one_stream_in_each_shard_s_order(
         assert_quiet(ctx, 0.3)
 
     assert by_shard(ops) == {k: [k * 100 + n for n in range(5)] for k in range(3)}
-    assert all(op.is_insert() and op.data["shard"] == op.id // 100 for op in ops)
+    assert all(
+        op.is_insert() and op.data is not None and op.data["shard"] == op.id // 100 for op in ops
+    )
     assert all(op.shard == str(op.id // 100) for op in ops)  # list index, as a string
 
 
@@ -251,5 +253,5 @@ def test_misuse_is_a_clear_error(clients: Clients, config: Any, db_name: str) ->
     ctx = gtom.start_multi([clients.shard(0)], copy_only)
     with ctx:
         with pytest.raises(gtom.ConfigurationError, match="needs a context that tails"):
-            ctx.add_shard_listener(config, None, clients.open)
+            ctx.add_shard_listener(config, None, lambda info: clients.open(info.get_url()))
     assert gtom_workers() == []

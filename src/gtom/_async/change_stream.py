@@ -24,11 +24,17 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.errors import OperationFailure, PyMongoError
 
-from gtom._async._compat import Lane, OpQueue, Prefetcher, QueueClosed, Signal, sleep_until_set
+from gtom._async._compat import Prefetcher, Signal, sleep_until_set
+from gtom._async.queue import Lane, OpQueue, QueueClosed
 from gtom._backoff import Backoff
 from gtom._decode_change import ChangeDecoder, is_invalidate
-from gtom._decode_oplog import call_user
-from gtom._errors import ConfigurationError, GtomError, HistoryLostError, NotReplicaSetError
+from gtom._errors import (
+    ConfigurationError,
+    GtomError,
+    HistoryLostError,
+    NotReplicaSetError,
+    call_user,
+)
 from gtom._extjson import read_codec_options
 from gtom._op import Op
 from gtom._options import Options

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import time
 from collections.abc import Callable, Mapping
@@ -12,7 +13,7 @@ from bson import Timestamp
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from gtom._async._compat import Lane, Lock, OpQueue, Signal, Worker, maybe_await
+from gtom._async._compat import Lock, Signal, Worker, maybe_await
 from gtom._async.change_stream import (
     ChangeStreamFollower,
     StreamPosition,
@@ -27,11 +28,12 @@ from gtom._async.oplog import (
     last_op_timestamp,
     server_traits,
 )
-from gtom._decode_oplog import call_user
-from gtom._errors import ConfigurationError, GtomError, StoppedError
+from gtom._async.oplog_quirks import tailer_class
+from gtom._async.queue import Lane, OpQueue
+from gtom._errors import ConfigurationError, GtomError, StoppedError, call_user
 from gtom._op import Op
 from gtom._options import Options, resolve
-from gtom._position import ALL, OplogPosition, check_timestamp, next_timestamp
+from gtom._position import Position, check_timestamp, next_timestamp
 from gtom._retry import translate
 from gtom._segments import DirectReadProgress
 from gtom._servers import MONGOD
@@ -54,14 +56,120 @@ class _Job(Protocol):
     async def run(self) -> None: ...
 
 
-class AsyncOpCtx:
+class AsyncOpCtx(abc.ABC):
     """A running gtom context: iterate it for ops; pause, resume, seek or stop it.
 
-    Create it with `start_async`. ``op_c`` is the bounded queue ops flow through and ``err_c``
-    the queue of non-fatal errors (retried network errors, ...). Iteration ends once the context
-    is stopped and ``op_c`` drained; a fatal error (e.g. `HistoryLostError`) ends it by raising.
-    An asyncio context belongs to the event loop that started it; a sync one works from any thread.
+    Create it with `start_async` (one deployment) or `start_multi_async` (several shards).
+    ``op_c`` is the bounded queue ops flow through and ``err_c`` the queue of non-fatal errors
+    (retried network errors, ...). Iteration ends once the context is stopped and ``op_c``
+    drained; a fatal error (e.g. `HistoryLostError`) ends it by raising. An asyncio context
+    belongs to the event loop that started it; a sync one works from any thread.
     """
+
+    def __init__(self, options: Options, op_c: OpQueue[Op], err_c: OpQueue[Exception]) -> None:
+        """Internal: use `start_async` or `start_multi_async`."""
+        self.options = options
+        self.op_c = op_c
+        self.err_c = err_c
+        self._lock = Lock()
+        self._stopped = False
+
+    # -- receiving ops -------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncOpCtx:
+        """Iterate over the ops, in order, until stopped and drained."""
+        return self
+
+    async def __anext__(self) -> Op:
+        """The next op."""
+        try:
+            return await self.op_c.get()
+        except StoppedError:
+            raise StopAsyncIteration from None
+
+    # -- control -------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Pause tailing: once this returns, no new op from the oplog or a stream enters ``op_c``.
+
+        Ops already queued stay. Direct reads are not paused.
+        """
+        self.op_c.pause()
+
+    def resume(self) -> None:
+        """Resume tailing after `pause`, from where it paused (nothing is skipped)."""
+        self.op_c.resume()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether `stop` was called or a fatal error ended the context."""
+        return self._stopped or self.op_c.closed
+
+    @abc.abstractmethod
+    def since(self, ts: Timestamp) -> None:
+        """Restart tailing just after ``ts``: the next tailed ops have timestamps > ``ts``.
+
+        Applies to the oplog and to every change stream. Takes effect at once: queued ops not yet
+        taken are discarded, and an op read before the call is never delivered after it.
+        """
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop every job this context started (idempotent; a stopped context stays stopped).
+
+        Returns within about a second even if nobody takes ops from ``op_c``; ops already queued
+        can still be iterated.
+        """
+
+    @abc.abstractmethod
+    def tails(self) -> bool:
+        """Whether this context tails anything (the oplog or a change stream)."""
+
+    @property
+    @abc.abstractmethod
+    def copied(self) -> bool:
+        """Whether every direct read has queued its last op (True without any)."""
+
+    @property
+    @abc.abstractmethod
+    def resume_tokens(self) -> dict[str, Mapping[str, Any]]:
+        """Each change stream's position (``change_stream_ns`` entry -> resume token)."""
+
+    @abc.abstractmethod
+    def oplog_positions(self) -> dict[str, Timestamp]:
+        """Where oplog tailing is, per shard (``""`` for a single deployment)."""
+
+    @abc.abstractmethod
+    async def wait_for_direct_reads(self, timeout: float | None = None) -> bool:
+        """Wait until every direct read has queued its last op (True; at once without any).
+
+        False if ``timeout`` seconds passed first, or the context stopped (or failed) first.
+        """
+
+    @abc.abstractmethod
+    def direct_read_progress(self) -> dict[str, DirectReadProgress]:
+        """Each ``direct_read_ns`` namespace's progress: documents read, estimate, segments."""
+
+    @abc.abstractmethod
+    def direct_read_checkpoint(self) -> dict[str, Any]:
+        """Where each direct read is, as a BSON-able document for ``Options.direct_read_resume``."""
+
+    async def __aenter__(self) -> AsyncOpCtx:
+        """Use the context in a ``with`` block; leaving it stops the context."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the context."""
+        await self.stop()
+
+
+class _DeploymentCtx(AsyncOpCtx):
+    """The context of one deployment (a replica set, or a mongos for change streams)."""
 
     def __init__(
         self,
@@ -78,18 +186,13 @@ class AsyncOpCtx:
         closing them to its owner, and calls ``on_copied`` instead once its direct reads are done.
         ``shard`` labels its oplog ops (``op.shard``).
         """
-        self._shard = shard
-        self.options = options
-        if shared is None:
-            self.op_c: OpQueue[Op] = OpQueue(options.channel_size)
-            self.err_c: OpQueue[Exception] = OpQueue(ERR_C_SIZE)
-        else:
-            self.op_c, self.err_c = shared
         self._owns_queues = shared is None
+        if shared is None:
+            shared = (OpQueue(options.channel_size), OpQueue(ERR_C_SIZE))
+        super().__init__(options, *shared)
+        self._shard = shard
         self._on_copied = on_copied
         self._client = client
-        self._lock = Lock()
-        self._stopped = False
         self._traits = MONGOD
         self._jobs: dict[str, tuple[_Job, Worker]] = {}  # by name: "oplog", "stream:<ns>"
         self._workers: list[Worker] = []  # every worker started, until it ended
@@ -104,14 +207,17 @@ class AsyncOpCtx:
         client = self._client
         after: Timestamp | None = None
         if options.after is not None:
-            result = await maybe_await(call_user("after", options.after, client, options))
+            result = call_user("after", options.after, client, options)
+            # synchro: async-only
+            result = await maybe_await(result)  # an async function may be given here
+            # synchro: end
             after = check_timestamp(result, "the value returned by the after function")
         if not options.oplog_disabled:
             await check_oplog_source(client, options)
             self._traits = await server_traits(client)
             if after is None:
                 after = await last_op_timestamp(client, options)
-            self._start_tailer(OplogPosition(after, ALL))
+            self._start_tailer(Position(after))
         direct = None
         if options.direct_read_ns:  # made first: a bad checkpoint fails before anything opens
             direct = DirectReads(
@@ -174,9 +280,9 @@ class AsyncOpCtx:
         self._workers = [w for w in self._workers if not w.done()]
         self._workers.append(worker)
 
-    def _start_tailer(self, position: OplogPosition) -> None:
+    def _start_tailer(self, position: Position) -> None:
         lane = Lane(gated=True)
-        tailer = OplogTailer(
+        tailer = tailer_class(self._traits)(
             self._client,
             self.options,
             position,
@@ -236,31 +342,7 @@ class AsyncOpCtx:
             return {}
         return {self._shard or "": entry[0].position.ts}
 
-    # -- receiving ops -------------------------------------------------------------------------
-
-    def __aiter__(self) -> AsyncOpCtx:
-        """Iterate over the ops, in order, until stopped and drained."""
-        return self
-
-    async def __anext__(self) -> Op:
-        """The next op."""
-        try:
-            return await self.op_c.get()
-        except StoppedError:
-            raise StopAsyncIteration from None
-
     # -- control -------------------------------------------------------------------------------
-
-    def pause(self) -> None:
-        """Pause tailing: once this returns, no new op from the oplog or a stream enters ``op_c``.
-
-        Ops already queued stay. Direct reads are not paused.
-        """
-        self.op_c.pause()
-
-    def resume(self) -> None:
-        """Resume tailing after `pause`, from where it paused (nothing is skipped)."""
-        self.op_c.resume()
 
     def since(self, ts: Timestamp) -> None:
         """Restart tailing just after ``ts``: the next tailed ops have timestamps > ``ts``.
@@ -279,7 +361,7 @@ class AsyncOpCtx:
                 if isinstance(job, ChangeStreamFollower):
                     self._start_follower(job.stream_id, StreamPosition(start_at=next_timestamp(ts)))
                 elif name == "oplog":
-                    self._start_tailer(OplogPosition(ts, ALL))
+                    self._start_tailer(Position(ts))
 
     async def stop(self) -> None:
         """Stop every job this context started (idempotent; a stopped context stays stopped).
@@ -324,11 +406,6 @@ class AsyncOpCtx:
             if isinstance(job, ChangeStreamFollower) and worker.done():
                 await job.close()
 
-    @property
-    def stopped(self) -> bool:
-        """Whether `stop` was called or a fatal error ended the context."""
-        return self._stopped or self.op_c.closed
-
     async def wait_for_direct_reads(self, timeout: float | None = None) -> bool:
         """Wait until every direct read has queued its last op (True; at once without any).
 
@@ -359,19 +436,6 @@ class AsyncOpCtx:
         """
         return self._direct.checkpoint() if self._direct is not None else {}
 
-    async def __aenter__(self) -> AsyncOpCtx:
-        """Use the context in a ``with`` block; leaving it stops the context."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the context."""
-        await self.stop()
-
 
 async def start_async(client: AsyncMongoClient[Any], options: Options | None = None) -> AsyncOpCtx:
     """Start following ``client``'s deployment and return the running context.
@@ -384,7 +448,7 @@ async def start_async(client: AsyncMongoClient[Any], options: Options | None = N
         raise ConfigurationError(
             f"client must be a pymongo.AsyncMongoClient, got {type(client).__name__}"
         )
-    ctx = AsyncOpCtx(client, resolve(options))
+    ctx = _DeploymentCtx(client, resolve(options))
     try:
         await ctx._begin()
     except BaseException:

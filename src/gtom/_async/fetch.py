@@ -18,9 +18,10 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient
 
-from gtom._async._compat import Gather, OpQueue, Signal
+from gtom._async._compat import Gather, Signal
+from gtom._async.queue import OpQueue
 from gtom._async.retrying import retrying
-from gtom._decode_oplog import call_user
+from gtom._errors import call_user
 from gtom._extjson import read_codec_options
 from gtom._op import Op
 from gtom._options import Options

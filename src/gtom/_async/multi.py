@@ -2,8 +2,8 @@
 
 For clusters followed without change streams (servers before 3.6, or a deliberate choice):
 `start_multi_async` starts one context per shard, all feeding the same ``op_c`` and ``err_c``.
-Each shard keeps its own position and its own order (every `Ordering` holds *within* a shard);
-ops of different shards interleave in the order they are read, which is close to time order but
+Each shard keeps its own position and its own order (oplog order holds *within* a shard); ops
+of different shards interleave in the order they are read, which is close to time order but
 not exactly it, since each shard has its own clock and its own cursor. A document lives on one
 shard at a time, so per-document order holds too, except across a chunk migration: the donor's
 delete and the recipient's insert of a moved document come from two shards (MongoDB marks both
@@ -23,11 +23,11 @@ from bson import Timestamp
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from gtom._async._compat import Gather, Lock, OpQueue, Worker, maybe_await
-from gtom._async.ctx import ERR_C_SIZE, STOP_TIMEOUT, AsyncOpCtx
+from gtom._async._compat import Gather, Worker, maybe_await
+from gtom._async.ctx import ERR_C_SIZE, STOP_TIMEOUT, AsyncOpCtx, _DeploymentCtx
 from gtom._async.oplog import first_op_timestamp
-from gtom._decode_oplog import call_user
-from gtom._errors import ConfigurationError, GtomError, StoppedError
+from gtom._async.queue import OpQueue
+from gtom._errors import ConfigurationError, GtomError, StoppedError, call_user
 from gtom._op import Op
 from gtom._options import Options, resolve
 from gtom._position import check_timestamp
@@ -43,9 +43,14 @@ SHARD_CLOCK_MARGIN = 1
 #: Shards started (or stopped) at once.
 _CONCURRENCY = 8
 
+# synchro: async-only
 ShardHandler = Callable[[ShardInfo], AsyncMongoClient[Any] | Awaitable[AsyncMongoClient[Any]]]
-"""``handler(shard_info) -> client`` for a new shard (asyncio contexts also take a coroutine
-function)."""
+"""``handler(shard_info) -> client`` for a new shard; a coroutine function is fine too."""
+# synchro: end
+# synchro: sync-only
+# ShardHandler = Callable[[ShardInfo], AsyncMongoClient[Any]]
+# """``handler(shard_info) -> client`` for a new shard."""
+# synchro: end
 
 
 async def get_shards(config_client: AsyncMongoClient[Any]) -> list[ShardInfo]:
@@ -77,18 +82,15 @@ class AsyncMultiOpCtx(AsyncOpCtx):
     """
 
     def __init__(self, options: Options) -> None:
-        """Internal: use `start_multi_async`."""
-        # Not AsyncOpCtx.__init__: this context holds no client and runs no job of its own; it
-        # shares its queues with one AsyncOpCtx per shard and overrides everything that acts.
-        self.options = options
-        self.op_c: OpQueue[Op] = OpQueue(options.channel_size)
-        self.err_c: OpQueue[Exception] = OpQueue(ERR_C_SIZE)
-        self._lock = Lock()
-        self._stopped = False
-        self._shards: list[AsyncOpCtx] = []
+        """Internal: use `start_multi_async`.
+
+        This context runs no job of its own: it shares its queues with one context per shard.
+        """
+        super().__init__(options, OpQueue(options.channel_size), OpQueue(ERR_C_SIZE))
+        self._shards: list[_DeploymentCtx] = []
         self._starting = 0  # shards being started: the copy is not over while one starts
         self._names: set[str] = set()  # every shard's name (op.shard)
-        self._listeners: list[tuple[AsyncOpCtx, Worker]] = []
+        self._listeners: list[tuple[_DeploymentCtx, Worker]] = []
 
     # -- shards --------------------------------------------------------------------------------
 
@@ -100,7 +102,7 @@ class AsyncMultiOpCtx(AsyncOpCtx):
             raise ConfigurationError(
                 f"{label}: each shard needs a pymongo.AsyncMongoClient, got {type(client).__name__}"
             )
-        shard = AsyncOpCtx(
+        shard = _DeploymentCtx(
             client,
             options,
             shared=(self.op_c, self.err_c),
@@ -128,7 +130,7 @@ class AsyncMultiOpCtx(AsyncOpCtx):
             await shard.stop()
         self._shard_copied()
 
-    async def _drop(self, shard: AsyncOpCtx) -> None:
+    async def _drop(self, shard: _DeploymentCtx) -> None:
         with self._lock:
             if shard in self._shards:
                 self._shards.remove(shard)
@@ -193,7 +195,7 @@ class AsyncMultiOpCtx(AsyncOpCtx):
         if after is not None:
             since = check_timestamp(after, "add_shard_listener(after=)")
             listen = listen.replace(after=lambda client, options: since)
-        listener = AsyncOpCtx(
+        listener = _DeploymentCtx(
             config_client, listen, shared=(OpQueue(listen.channel_size), self.err_c)
         )
         try:
@@ -218,7 +220,9 @@ class AsyncMultiOpCtx(AsyncOpCtx):
     def _ended(self) -> bool:
         return self.stopped
 
-    async def _listen(self, listener: AsyncOpCtx, options: Options, handler: ShardHandler) -> None:
+    async def _listen(
+        self, listener: _DeploymentCtx, options: Options, handler: ShardHandler
+    ) -> None:
         seen: set[Any] = set()
         try:
             while True:
@@ -245,7 +249,10 @@ class AsyncMultiOpCtx(AsyncOpCtx):
         self, info: ShardInfo, added: Timestamp, options: Options, handler: ShardHandler
     ) -> None:
         label = f"new shard {info.id} ({info.host})"
-        client = await maybe_await(call_user("the shard handler", handler, info))
+        client = call_user("the shard handler", handler, info)
+        # synchro: async-only
+        client = await maybe_await(client)  # an async function may be given here
+        # synchro: end
         if not isinstance(client, AsyncMongoClient):
             raise ConfigurationError(
                 f"{label}: the shard handler must return a pymongo.AsyncMongoClient, "
@@ -268,7 +275,7 @@ class AsyncMultiOpCtx(AsyncOpCtx):
     # -- control -------------------------------------------------------------------------------
 
     @property
-    def resume_tokens(self) -> dict[str, Any]:
+    def resume_tokens(self) -> dict[str, Mapping[str, Any]]:
         """Change streams are not followed shard by shard: always empty."""
         return {}
 

@@ -11,7 +11,8 @@ from typing import TypeVar
 
 from pymongo.errors import PyMongoError
 
-from gtom._async._compat import OpQueue, QueueClosed, Signal, sleep_until_set
+from gtom._async._compat import Signal, sleep_until_set
+from gtom._async.queue import OpQueue, QueueClosed
 from gtom._backoff import Backoff
 from gtom._retry import describe, is_transient, translate
 

@@ -1,8 +1,8 @@
-"""Concurrency primitives of the threaded (sync) face.
+"""Concurrency shims of the threaded (sync) face: background jobs, reads in flight, signals, locks.
 
 The threaded twin of ``gtom/_async/_compat.py``: the same names and behaviour, on threads. This
-file is written by hand (it is the only one in ``gtom/_sync`` that is); the rest of the package
-is generated from ``gtom/_async`` by ``tools/synchro.py``.
+file and ``queue.py`` are written by hand; the rest of ``gtom/_sync`` is generated from
+``gtom/_async`` by ``tools/synchro.py``.
 
 Threads cannot be interrupted, so `Worker.cancel` does nothing: a job stops cooperatively, at its
 next queue operation (a cancelled `Lane` or a closed `OpQueue`) or its next network round trip,
@@ -12,230 +12,23 @@ which the engine keeps short.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
-
-from gtom._errors import StoppedError
+from typing import Generic, TypeVar
 
 __all__ = [
     "Gather",
-    "Lane",
     "Lock",
-    "OpQueue",
     "Prefetcher",
-    "QueueClosed",
     "Signal",
     "Worker",
-    "maybe_await",
     "sleep_until_set",
 ]
 
 T = TypeVar("T")
 _log = logging.getLogger("gtom")
-
-
-class QueueClosed(Exception):  # noqa: N818 - a control-flow signal for producers
-    """The queue was closed: a producer must stop."""
-
-
-class Lane:
-    """A producer's ticket into an `OpQueue`.
-
-    Items of a ``gated`` lane wait while the queue is paused. Items of a cancelled lane are dropped:
-    that is how a restarted tailer's predecessor is silenced at once.
-    """
-
-    __slots__ = ("cancelled", "gated")
-
-    def __init__(self, *, gated: bool) -> None:
-        """Create a lane; ``gated`` lanes are held back while the queue is paused."""
-        self.gated = gated
-        self.cancelled = False
-
-
-#: Longest single wait of a consumer, so that the main thread runs pending signal handlers.
-_SLICE = 0.25
-
-
-class OpQueue(Generic[T]):
-    """The bounded queue ops flow through (``ctx.op_c``); safe to use from any thread.
-
-    ``get(timeout=None)`` returns the next op; it raises `queue.Empty` when ``timeout`` seconds
-    pass without one, and once the context is stopped and the queue drained it raises the error
-    that stopped it, or `gtom.StoppedError`.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        """Create a queue holding at most ``maxsize`` items."""
-        self._maxsize = maxsize
-        # A blocked producer is woken once the queue has drained to this level, so it refills
-        # many slots at a time instead of trading one item at a time with the consumer.
-        self._low_water = maxsize // 2
-        self._items: deque[tuple[T, Lane | None]] = deque()
-        # Re-entrant: a signal handler may stop the context (close the queue) while the main
-        # thread is inside get(); with a plain lock that would deadlock.
-        lock = threading.RLock()
-        self._not_empty = threading.Condition(lock)
-        self._not_full = threading.Condition(lock)  # room, resume, cancel or close
-        self._blocked_putters = 0  # producers waiting on _not_full: only then is it notified
-        self._closed = False
-        self._error: BaseException | None = None
-        self._paused = False
-        self._pauses = 0
-
-    @property
-    def maxsize(self) -> int:
-        """The capacity."""
-        return self._maxsize
-
-    def qsize(self) -> int:
-        """How many items wait in the queue."""
-        return len(self._items)
-
-    def empty(self) -> bool:
-        """Whether no item waits in the queue."""
-        return not self._items
-
-    @property
-    def paused(self) -> bool:
-        """Whether gated lanes are held back."""
-        return self._paused
-
-    @property
-    def pause_count(self) -> int:
-        """How many times `pause` was called: a producer that sees it change was paused."""
-        return self._pauses
-
-    @property
-    def closed(self) -> bool:
-        """Whether the queue was closed (items may still wait to be taken)."""
-        return self._closed
-
-    # -- producers -----------------------------------------------------------------------------
-
-    def put_many(self, items: Sequence[T], lane: Lane, *, atomic: bool = False) -> bool:
-        """Put items in order, waiting for room (and for `resume` on a gated lane).
-
-        Returns False when the lane was cancelled (the rest is dropped); raises `QueueClosed` once
-        the queue is closed. ``atomic``: all items go in together or none do (at most
-        ``maxsize`` items).
-        """
-        done, total = 0, len(items)
-        need = min(total, self._maxsize) if atomic else 1
-        with self._not_full:
-            while done < total:
-                if self._closed:
-                    raise QueueClosed
-                if lane.cancelled:
-                    return False
-                room = self._maxsize - len(self._items)
-                if room < need or (lane.gated and self._paused):
-                    self._wait_not_full()
-                    continue
-                batch = items[done : done + room]
-                self._items.extend((item, lane) for item in batch)
-                done += len(batch)
-                self._not_empty.notify_all()
-            return not lane.cancelled
-
-    def wait_resumed(self, lane: Lane) -> bool:
-        """Wait until the queue is not paused; False if the lane was cancelled meanwhile."""
-        with self._not_full:
-            while self._paused and not lane.cancelled:
-                if self._closed:
-                    raise QueueClosed
-                self._wait_not_full()
-            if self._closed:
-                raise QueueClosed
-            return not lane.cancelled
-
-    def offer(self, item: T) -> None:
-        """Put without waiting; when full, drop the oldest item (for ``err_c``)."""
-        with self._not_empty:
-            if self._closed:
-                return
-            if len(self._items) >= self._maxsize:
-                self._items.popleft()
-            self._items.append((item, None))
-            self._not_empty.notify_all()
-
-    # -- consumers -----------------------------------------------------------------------------
-
-    def get(self, timeout: float | None = None) -> T:
-        """The next item; see the class docstring for timeouts and the end of the stream."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._not_empty:
-            while not self._items:
-                if self._closed:
-                    raise self._end()
-                remaining = _SLICE if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
-                    raise queue.Empty
-                # In slices: a thread blocked on a lock never runs the signal handlers a signal
-                # delivered to another thread left pending (Ctrl-C, SIGTERM would wait forever).
-                self._not_empty.wait(min(remaining, _SLICE))
-            return self._pop()
-
-    def get_nowait(self) -> T:
-        """The next item if one waits, else `queue.Empty` (or the end of the stream)."""
-        with self._not_empty:
-            if not self._items:
-                if self._closed:
-                    raise self._end()
-                raise queue.Empty
-            return self._pop()
-
-    def _pop(self) -> T:
-        item = self._items.popleft()[0]
-        if self._blocked_putters and len(self._items) <= self._low_water:
-            self._not_full.notify_all()
-        return item
-
-    def _wait_not_full(self) -> None:
-        self._blocked_putters += 1
-        try:
-            self._not_full.wait()
-        finally:
-            self._blocked_putters -= 1
-
-    def _end(self) -> BaseException:
-        return self._error if self._error is not None else StoppedError("the context is stopped")
-
-    # -- control -------------------------------------------------------------------------------
-
-    def pause(self) -> None:
-        """Hold back gated lanes: none of their items enters the queue until `resume`."""
-        with self._not_full:
-            self._paused = True
-            self._pauses += 1
-
-    def resume(self) -> None:
-        """Let gated lanes in again."""
-        with self._not_full:
-            self._paused = False
-            self._not_full.notify_all()
-
-    def cancel_lane(self, lane: Lane) -> None:
-        """Cancel ``lane``: drop its waiting items and refuse its future ones."""
-        with self._not_full:
-            lane.cancelled = True
-            self._items = deque(pair for pair in self._items if pair[1] is not lane)
-            self._not_full.notify_all()
-
-    def close(self, error: BaseException | None = None) -> None:
-        """Refuse new items; consumers drain what waits, then get ``error`` (or StoppedError)."""
-        with self._not_full:
-            if not self._closed:
-                self._closed = True
-                self._error = error
-                self._not_full.notify_all()
-                self._not_empty.notify_all()
 
 
 class Prefetcher(Generic[T]):
@@ -377,8 +170,3 @@ class Worker:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
         return not self._thread.is_alive()
-
-
-def maybe_await(value: Any) -> Any:
-    """A user callback's result (the sync face does not await anything)."""
-    return value

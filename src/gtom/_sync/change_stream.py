@@ -27,13 +27,19 @@ from pymongo.synchronous.change_stream import ChangeStream
 
 from gtom._backoff import Backoff
 from gtom._decode_change import ChangeDecoder, is_invalidate
-from gtom._decode_oplog import call_user
-from gtom._errors import ConfigurationError, GtomError, HistoryLostError, NotReplicaSetError
+from gtom._errors import (
+    ConfigurationError,
+    GtomError,
+    HistoryLostError,
+    NotReplicaSetError,
+    call_user,
+)
 from gtom._extjson import read_codec_options
 from gtom._op import Op
 from gtom._options import Options
 from gtom._retry import describe, is_transient, translate
-from gtom._sync._compat import Lane, OpQueue, Prefetcher, QueueClosed, Signal, sleep_until_set
+from gtom._sync._compat import Prefetcher, Signal, sleep_until_set
+from gtom._sync.queue import Lane, OpQueue, QueueClosed
 
 __all__ = ["ChangeStreamFollower", "StreamPosition", "open_stream"]
 

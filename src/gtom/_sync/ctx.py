@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import time
 from collections.abc import Callable, Mapping
@@ -13,15 +14,14 @@ from bson import Timestamp
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from gtom._decode_oplog import call_user
-from gtom._errors import ConfigurationError, GtomError, StoppedError
+from gtom._errors import ConfigurationError, GtomError, StoppedError, call_user
 from gtom._op import Op
 from gtom._options import Options, resolve
-from gtom._position import ALL, OplogPosition, check_timestamp, next_timestamp
+from gtom._position import Position, check_timestamp, next_timestamp
 from gtom._retry import translate
 from gtom._segments import DirectReadProgress
 from gtom._servers import MONGOD
-from gtom._sync._compat import Lane, Lock, OpQueue, Signal, Worker, maybe_await
+from gtom._sync._compat import Lock, Signal, Worker
 from gtom._sync.change_stream import (
     ChangeStreamFollower,
     StreamPosition,
@@ -36,6 +36,8 @@ from gtom._sync.oplog import (
     last_op_timestamp,
     server_traits,
 )
+from gtom._sync.oplog_quirks import tailer_class
+from gtom._sync.queue import Lane, OpQueue
 
 __all__ = ["OpCtx", "start"]
 
@@ -55,14 +57,120 @@ class _Job(Protocol):
     def run(self) -> None: ...
 
 
-class OpCtx:
+class OpCtx(abc.ABC):
     """A running gtom context: iterate it for ops; pause, resume, seek or stop it.
 
-    Create it with `start`. ``op_c`` is the bounded queue ops flow through and ``err_c``
-    the queue of non-fatal errors (retried network errors, ...). Iteration ends once the context
-    is stopped and ``op_c`` drained; a fatal error (e.g. `HistoryLostError`) ends it by raising.
-    An asyncio context belongs to the event loop that started it; a sync one works from any thread.
+    Create it with `start` (one deployment) or `start_multi` (several shards).
+    ``op_c`` is the bounded queue ops flow through and ``err_c`` the queue of non-fatal errors
+    (retried network errors, ...). Iteration ends once the context is stopped and ``op_c``
+    drained; a fatal error (e.g. `HistoryLostError`) ends it by raising. An asyncio context
+    belongs to the event loop that started it; a sync one works from any thread.
     """
+
+    def __init__(self, options: Options, op_c: OpQueue[Op], err_c: OpQueue[Exception]) -> None:
+        """Internal: use `start` or `start_multi`."""
+        self.options = options
+        self.op_c = op_c
+        self.err_c = err_c
+        self._lock = Lock()
+        self._stopped = False
+
+    # -- receiving ops -------------------------------------------------------------------------
+
+    def __iter__(self) -> OpCtx:
+        """Iterate over the ops, in order, until stopped and drained."""
+        return self
+
+    def __next__(self) -> Op:
+        """The next op."""
+        try:
+            return self.op_c.get()
+        except StoppedError:
+            raise StopIteration from None
+
+    # -- control -------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Pause tailing: once this returns, no new op from the oplog or a stream enters ``op_c``.
+
+        Ops already queued stay. Direct reads are not paused.
+        """
+        self.op_c.pause()
+
+    def resume(self) -> None:
+        """Resume tailing after `pause`, from where it paused (nothing is skipped)."""
+        self.op_c.resume()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether `stop` was called or a fatal error ended the context."""
+        return self._stopped or self.op_c.closed
+
+    @abc.abstractmethod
+    def since(self, ts: Timestamp) -> None:
+        """Restart tailing just after ``ts``: the next tailed ops have timestamps > ``ts``.
+
+        Applies to the oplog and to every change stream. Takes effect at once: queued ops not yet
+        taken are discarded, and an op read before the call is never delivered after it.
+        """
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop every job this context started (idempotent; a stopped context stays stopped).
+
+        Returns within about a second even if nobody takes ops from ``op_c``; ops already queued
+        can still be iterated.
+        """
+
+    @abc.abstractmethod
+    def tails(self) -> bool:
+        """Whether this context tails anything (the oplog or a change stream)."""
+
+    @property
+    @abc.abstractmethod
+    def copied(self) -> bool:
+        """Whether every direct read has queued its last op (True without any)."""
+
+    @property
+    @abc.abstractmethod
+    def resume_tokens(self) -> dict[str, Mapping[str, Any]]:
+        """Each change stream's position (``change_stream_ns`` entry -> resume token)."""
+
+    @abc.abstractmethod
+    def oplog_positions(self) -> dict[str, Timestamp]:
+        """Where oplog tailing is, per shard (``""`` for a single deployment)."""
+
+    @abc.abstractmethod
+    def wait_for_direct_reads(self, timeout: float | None = None) -> bool:
+        """Wait until every direct read has queued its last op (True; at once without any).
+
+        False if ``timeout`` seconds passed first, or the context stopped (or failed) first.
+        """
+
+    @abc.abstractmethod
+    def direct_read_progress(self) -> dict[str, DirectReadProgress]:
+        """Each ``direct_read_ns`` namespace's progress: documents read, estimate, segments."""
+
+    @abc.abstractmethod
+    def direct_read_checkpoint(self) -> dict[str, Any]:
+        """Where each direct read is, as a BSON-able document for ``Options.direct_read_resume``."""
+
+    def __enter__(self) -> OpCtx:
+        """Use the context in a ``with`` block; leaving it stops the context."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the context."""
+        self.stop()
+
+
+class _DeploymentCtx(OpCtx):
+    """The context of one deployment (a replica set, or a mongos for change streams)."""
 
     def __init__(
         self,
@@ -79,18 +187,13 @@ class OpCtx:
         closing them to its owner, and calls ``on_copied`` instead once its direct reads are done.
         ``shard`` labels its oplog ops (``op.shard``).
         """
-        self._shard = shard
-        self.options = options
-        if shared is None:
-            self.op_c: OpQueue[Op] = OpQueue(options.channel_size)
-            self.err_c: OpQueue[Exception] = OpQueue(ERR_C_SIZE)
-        else:
-            self.op_c, self.err_c = shared
         self._owns_queues = shared is None
+        if shared is None:
+            shared = (OpQueue(options.channel_size), OpQueue(ERR_C_SIZE))
+        super().__init__(options, *shared)
+        self._shard = shard
         self._on_copied = on_copied
         self._client = client
-        self._lock = Lock()
-        self._stopped = False
         self._traits = MONGOD
         self._jobs: dict[str, tuple[_Job, Worker]] = {}  # by name: "oplog", "stream:<ns>"
         self._workers: list[Worker] = []  # every worker started, until it ended
@@ -105,14 +208,14 @@ class OpCtx:
         client = self._client
         after: Timestamp | None = None
         if options.after is not None:
-            result = maybe_await(call_user("after", options.after, client, options))
+            result = call_user("after", options.after, client, options)
             after = check_timestamp(result, "the value returned by the after function")
         if not options.oplog_disabled:
             check_oplog_source(client, options)
             self._traits = server_traits(client)
             if after is None:
                 after = last_op_timestamp(client, options)
-            self._start_tailer(OplogPosition(after, ALL))
+            self._start_tailer(Position(after))
         direct = None
         if options.direct_read_ns:  # made first: a bad checkpoint fails before anything opens
             direct = DirectReads(
@@ -175,9 +278,9 @@ class OpCtx:
         self._workers = [w for w in self._workers if not w.done()]
         self._workers.append(worker)
 
-    def _start_tailer(self, position: OplogPosition) -> None:
+    def _start_tailer(self, position: Position) -> None:
         lane = Lane(gated=True)
-        tailer = OplogTailer(
+        tailer = tailer_class(self._traits)(
             self._client,
             self.options,
             position,
@@ -237,31 +340,7 @@ class OpCtx:
             return {}
         return {self._shard or "": entry[0].position.ts}
 
-    # -- receiving ops -------------------------------------------------------------------------
-
-    def __iter__(self) -> OpCtx:
-        """Iterate over the ops, in order, until stopped and drained."""
-        return self
-
-    def __next__(self) -> Op:
-        """The next op."""
-        try:
-            return self.op_c.get()
-        except StoppedError:
-            raise StopIteration from None
-
     # -- control -------------------------------------------------------------------------------
-
-    def pause(self) -> None:
-        """Pause tailing: once this returns, no new op from the oplog or a stream enters ``op_c``.
-
-        Ops already queued stay. Direct reads are not paused.
-        """
-        self.op_c.pause()
-
-    def resume(self) -> None:
-        """Resume tailing after `pause`, from where it paused (nothing is skipped)."""
-        self.op_c.resume()
 
     def since(self, ts: Timestamp) -> None:
         """Restart tailing just after ``ts``: the next tailed ops have timestamps > ``ts``.
@@ -280,7 +359,7 @@ class OpCtx:
                 if isinstance(job, ChangeStreamFollower):
                     self._start_follower(job.stream_id, StreamPosition(start_at=next_timestamp(ts)))
                 elif name == "oplog":
-                    self._start_tailer(OplogPosition(ts, ALL))
+                    self._start_tailer(Position(ts))
 
     def stop(self) -> None:
         """Stop every job this context started (idempotent; a stopped context stays stopped).
@@ -325,11 +404,6 @@ class OpCtx:
             if isinstance(job, ChangeStreamFollower) and worker.done():
                 job.close()
 
-    @property
-    def stopped(self) -> bool:
-        """Whether `stop` was called or a fatal error ended the context."""
-        return self._stopped or self.op_c.closed
-
     def wait_for_direct_reads(self, timeout: float | None = None) -> bool:
         """Wait until every direct read has queued its last op (True; at once without any).
 
@@ -360,19 +434,6 @@ class OpCtx:
         """
         return self._direct.checkpoint() if self._direct is not None else {}
 
-    def __enter__(self) -> OpCtx:
-        """Use the context in a ``with`` block; leaving it stops the context."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the context."""
-        self.stop()
-
 
 def start(client: MongoClient[Any], options: Options | None = None) -> OpCtx:
     """Start following ``client``'s deployment and return the running context.
@@ -385,7 +446,7 @@ def start(client: MongoClient[Any], options: Options | None = None) -> OpCtx:
         raise ConfigurationError(
             f"client must be a pymongo.MongoClient, got {type(client).__name__}"
         )
-    ctx = OpCtx(client, resolve(options))
+    ctx = _DeploymentCtx(client, resolve(options))
     try:
         ctx._begin()
     except BaseException:

@@ -25,8 +25,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
-from gtom._decode_oplog import call_user
-from gtom._errors import ConfigurationError, GtomError
+from gtom._errors import ConfigurationError, GtomError, call_user
 from gtom._extjson import read_codec_options
 from gtom._op import Op, Source
 from gtom._options import Options
@@ -41,7 +40,8 @@ from gtom._segments import (
     pick_boundaries,
     segments_for,
 )
-from gtom._sync._compat import Lane, Lock, OpQueue, QueueClosed, Signal, Worker, sleep_until_set
+from gtom._sync._compat import Lock, Signal, Worker, sleep_until_set
+from gtom._sync.queue import Lane, OpQueue, QueueClosed
 from gtom._sync.retrying import retrying
 
 __all__ = ["DirectReads"]
@@ -233,16 +233,14 @@ class DirectReads:
         if wanted == 1:
             return [Segment(state.namespace, None)]
         types = self._id_types(coll)
-        vector = self._split_vector(state.namespace, wanted) if wanted > 1 else None
+        vector = self._split_vector(state.namespace, wanted)
         segments: list[Segment] = []
         for kind in types:
-            boundaries: list[Any] = []
-            if wanted > 1:
-                if vector is not None:
-                    points = [p for p in vector if id_type(p, self._ids_codec) == kind]
-                    boundaries = pick_boundaries(points, wanted)
-                else:
-                    boundaries = self._boundaries(coll, kind, wanted)
+            if vector is not None:
+                points = [p for p in vector if id_type(p, self._ids_codec) == kind]
+                boundaries = pick_boundaries(points, wanted)
+            else:
+                boundaries = self._boundaries(coll, kind, wanted)
             segments += segments_for(state.namespace, kind, boundaries)
         return segments
 
@@ -360,25 +358,24 @@ class DirectReads:
                     with self._lock:
                         segment.done = True
                     return
-                # Each chunk enters the queue whole, then the position moves past it: a
-                # checkpoint taken once the queue is drained is exact.
-                for start in range(0, len(documents), chunk):
-                    part = documents[start : start + chunk]
-                    if "_id" not in part[-1]:
-                        raise ConfigurationError(
-                            f"the pipeline for direct reads of {ns} (from pipe) removed _id: "
-                            f"gtom needs it to resume a read; keep _id"
-                        )
-                    ops = self._ops(ns, part, decode if raw else None)
-                    if ops and not self._op_c.put_many(ops, self.lane, atomic=True):
-                        raise QueueClosed
-                    last = part[-1]["_id"]
-                    with self._lock:
-                        segment.advance(last, len(ops), id_type(last, self._ids_codec))
+                if "_id" not in documents[-1]:
+                    raise ConfigurationError(
+                        f"the pipeline for direct reads of {ns} (from pipe) removed _id: "
+                        f"gtom needs it to resume a read; keep _id"
+                    )
+                # Each chunk (at most the queue's size) enters the queue whole, then the
+                # position moves past it: a checkpoint taken once the queue drains is exact.
+                ops = self._ops(ns, documents, decode if raw else None)
+                if ops and not self._op_c.put_many(ops, self.lane, atomic=True):
+                    raise QueueClosed
+                last = documents[-1]["_id"]
+                with self._lock:
+                    segment.advance(last, len(ops), id_type(last, self._ids_codec))
         finally:
             cursor.close()
 
-    def _ops(self, ns: str, documents: list[Any], decode: Any) -> list[Op]:
+    def _ops(self, ns: str, documents: list[Any], decode: CodecOptions[Any] | None) -> list[Op]:
+        """The ops of ``documents``; ``decode`` is set when they are raw (for ``unmarshal``)."""
         options = self._options
         ns_filter, keep, unmarshal = options.namespace_filter, options.filter, options.unmarshal
         ops = []
@@ -386,7 +383,7 @@ class DirectReads:
             op = Op("i", ns, id=document.get("_id"), source=Source.DIRECT_READ)
             if ns_filter is not None and not call_user("namespace_filter", ns_filter, op):
                 continue
-            if decode is not None and unmarshal is not None:
+            if decode is not None and unmarshal is not None:  # set together (both named for mypy)
                 op.data = bson.decode(document.raw, decode)
                 op.id = op.data.get("_id")
                 op.doc = call_user("unmarshal", unmarshal, ns, document)

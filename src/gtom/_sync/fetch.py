@@ -19,12 +19,13 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
-from gtom._decode_oplog import call_user
+from gtom._errors import call_user
 from gtom._extjson import read_codec_options
 from gtom._op import Op
 from gtom._options import Options
 from gtom._pending import needs_document
-from gtom._sync._compat import Gather, OpQueue, Signal
+from gtom._sync._compat import Gather, Signal
+from gtom._sync.queue import OpQueue
 from gtom._sync.retrying import retrying
 
 __all__ = ["Fetcher", "delta"]

@@ -3,8 +3,8 @@
 
 For clusters followed without change streams (servers before 3.6, or a deliberate choice):
 `start_multi` starts one context per shard, all feeding the same ``op_c`` and ``err_c``.
-Each shard keeps its own position and its own order (every `Ordering` holds *within* a shard);
-ops of different shards interleave in the order they are read, which is close to time order but
+Each shard keeps its own position and its own order (oplog order holds *within* a shard); ops
+of different shards interleave in the order they are read, which is close to time order but
 not exactly it, since each shard has its own clock and its own cursor. A document lives on one
 shard at a time, so per-document order holds too, except across a chunk migration: the donor's
 delete and the recipient's insert of a moved document come from two shards (MongoDB marks both
@@ -24,17 +24,17 @@ from bson import Timestamp
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from gtom._decode_oplog import call_user
-from gtom._errors import ConfigurationError, GtomError, StoppedError
+from gtom._errors import ConfigurationError, GtomError, StoppedError, call_user
 from gtom._op import Op
 from gtom._options import Options, resolve
 from gtom._position import check_timestamp
 from gtom._retry import translate
 from gtom._segments import DirectReadProgress
 from gtom._shards import ShardInfo, shards_from_documents
-from gtom._sync._compat import Gather, Lock, OpQueue, Worker, maybe_await
-from gtom._sync.ctx import ERR_C_SIZE, STOP_TIMEOUT, OpCtx
+from gtom._sync._compat import Gather, Worker
+from gtom._sync.ctx import ERR_C_SIZE, STOP_TIMEOUT, OpCtx, _DeploymentCtx
 from gtom._sync.oplog import first_op_timestamp
+from gtom._sync.queue import OpQueue
 
 __all__ = ["SHARD_CLOCK_MARGIN", "MultiOpCtx", "get_shards", "start_multi"]
 
@@ -44,9 +44,8 @@ SHARD_CLOCK_MARGIN = 1
 #: Shards started (or stopped) at once.
 _CONCURRENCY = 8
 
-ShardHandler = Callable[[ShardInfo], MongoClient[Any] | MongoClient[Any]]
-"""``handler(shard_info) -> client`` for a new shard (asyncio contexts also take a coroutine
-function)."""
+ShardHandler = Callable[[ShardInfo], MongoClient[Any]]
+"""``handler(shard_info) -> client`` for a new shard."""
 
 
 def get_shards(config_client: MongoClient[Any]) -> list[ShardInfo]:
@@ -78,18 +77,15 @@ class MultiOpCtx(OpCtx):
     """
 
     def __init__(self, options: Options) -> None:
-        """Internal: use `start_multi`."""
-        # Not OpCtx.__init__: this context holds no client and runs no job of its own; it
-        # shares its queues with one OpCtx per shard and overrides everything that acts.
-        self.options = options
-        self.op_c: OpQueue[Op] = OpQueue(options.channel_size)
-        self.err_c: OpQueue[Exception] = OpQueue(ERR_C_SIZE)
-        self._lock = Lock()
-        self._stopped = False
-        self._shards: list[OpCtx] = []
+        """Internal: use `start_multi`.
+
+        This context runs no job of its own: it shares its queues with one context per shard.
+        """
+        super().__init__(options, OpQueue(options.channel_size), OpQueue(ERR_C_SIZE))
+        self._shards: list[_DeploymentCtx] = []
         self._starting = 0  # shards being started: the copy is not over while one starts
         self._names: set[str] = set()  # every shard's name (op.shard)
-        self._listeners: list[tuple[OpCtx, Worker]] = []
+        self._listeners: list[tuple[_DeploymentCtx, Worker]] = []
 
     # -- shards --------------------------------------------------------------------------------
 
@@ -99,7 +95,7 @@ class MultiOpCtx(OpCtx):
             raise ConfigurationError(
                 f"{label}: each shard needs a pymongo.MongoClient, got {type(client).__name__}"
             )
-        shard = OpCtx(
+        shard = _DeploymentCtx(
             client,
             options,
             shared=(self.op_c, self.err_c),
@@ -127,7 +123,7 @@ class MultiOpCtx(OpCtx):
             shard.stop()
         self._shard_copied()
 
-    def _drop(self, shard: OpCtx) -> None:
+    def _drop(self, shard: _DeploymentCtx) -> None:
         with self._lock:
             if shard in self._shards:
                 self._shards.remove(shard)
@@ -192,7 +188,9 @@ class MultiOpCtx(OpCtx):
         if after is not None:
             since = check_timestamp(after, "add_shard_listener(after=)")
             listen = listen.replace(after=lambda client, options: since)
-        listener = OpCtx(config_client, listen, shared=(OpQueue(listen.channel_size), self.err_c))
+        listener = _DeploymentCtx(
+            config_client, listen, shared=(OpQueue(listen.channel_size), self.err_c)
+        )
         try:
             listener._begin()
         except BaseException as e:
@@ -215,7 +213,7 @@ class MultiOpCtx(OpCtx):
     def _ended(self) -> bool:
         return self.stopped
 
-    def _listen(self, listener: OpCtx, options: Options, handler: ShardHandler) -> None:
+    def _listen(self, listener: _DeploymentCtx, options: Options, handler: ShardHandler) -> None:
         seen: set[Any] = set()
         try:
             while True:
@@ -242,7 +240,7 @@ class MultiOpCtx(OpCtx):
         self, info: ShardInfo, added: Timestamp, options: Options, handler: ShardHandler
     ) -> None:
         label = f"new shard {info.id} ({info.host})"
-        client = maybe_await(call_user("the shard handler", handler, info))
+        client = call_user("the shard handler", handler, info)
         if not isinstance(client, MongoClient):
             raise ConfigurationError(
                 f"{label}: the shard handler must return a pymongo.MongoClient, "
@@ -265,7 +263,7 @@ class MultiOpCtx(OpCtx):
     # -- control -------------------------------------------------------------------------------
 
     @property
-    def resume_tokens(self) -> dict[str, Any]:
+    def resume_tokens(self) -> dict[str, Mapping[str, Any]]:
         """Change streams are not followed shard by shard: always empty."""
         return {}
 

@@ -1,18 +1,17 @@
 # Generated from src/gtom/_async/oplog.py by tools/synchro.py. Edit that one.
 """Tailing the oplog: every entry after a position, in order, once, whatever the network does.
 
-The tailer reads ``local.oplog.rs`` with a tailable-cursor and hands decoded ops to the
-context's queue, reading the next batch while it delivers the last. Its position is an
-`OplogPosition` that advances only after the ops of an entry are queued. On any transient error it
-re-opens from that position (``ts >= position``, skipping what it already delivered) after a
-capped, jittered backoff.
+mongod's path, `OplogTailer._tail`, is the whole algorithm: open a tailable-cursor at the
+position (``ts >= position``), verify that the oplog still reaches back to the position, then
+pump: deliver each batch while the next one is read. The position (a
+`gtom._position.Position`) advances only after the ops of an entry are queued, and a re-read
+drops what was delivered, so on any transient error the tailer re-opens from the position after
+a capped, jittered backoff and nothing is lost or repeated.
 
-Every open verifies that the oplog still reaches back to the position: the first entry read is
-the position's own entry, or else the oldest entry must not be newer than the position; if it
-is, `HistoryLostError` is raised. Two workarounds run only on servers that need them (see
-`gtom._servers`): a plain read from the position right after the cursor opened, for servers whose
-tailable cursor can miss entries written during its open; and a check of the oldest entry after
-long waits on the consumer, for servers that trim the oplog under an open cursor silently.
+History is verified at every open: the first entry read is the position's own entry, or else the
+oldest entry must not be newer than the position; if it is, `HistoryLostError` is raised.
+Servers that need workarounds get a subclass of `OplogTailer` (`gtom._sync.oplog_quirks`,
+chosen once from their `gtom._servers.ServerTraits`); mongod needs none.
 """
 
 from __future__ import annotations
@@ -29,29 +28,25 @@ from pymongo.synchronous.collection import Collection
 from pymongo.synchronous.cursor import Cursor
 
 from gtom._backoff import Backoff
-from gtom._decode_oplog import IncompleteChainError, OplogDecoder, call_user
+from gtom._decode_oplog import OplogDecoder
 from gtom._errors import (
     DecodeError,
     GtomError,
     HistoryLostError,
+    IncompleteChainError,
     NotReplicaSetError,
+    call_user,
 )
 from gtom._extjson import read_codec_options
 from gtom._op import Op
 from gtom._options import DEFAULT_OPLOG_COLLECTION, DEFAULT_OPLOG_DATABASE, Options
 from gtom._pending import PendingOps
-from gtom._position import ALL, OplogPosition, ReRead, format_ts, next_timestamp
+from gtom._position import ALL, Position, ReRead, format_ts, next_timestamp
 from gtom._retry import describe, is_transient, translate
 from gtom._servers import MONGOD, ServerTraits
-from gtom._sync._compat import (
-    Lane,
-    OpQueue,
-    Prefetcher,
-    QueueClosed,
-    Signal,
-    sleep_until_set,
-)
+from gtom._sync._compat import Prefetcher, Signal, sleep_until_set
 from gtom._sync.fetch import Fetcher, delta
+from gtom._sync.queue import Lane, OpQueue, QueueClosed
 
 __all__ = [
     "OplogTailer",
@@ -65,14 +60,6 @@ __all__ = [
 MAX_AWAIT_MS = 500
 #: Entries per batch: small enough that reading the next batch overlaps delivering this one.
 BATCH_SIZE = 1000
-#: On a server whose tailable cursors go stale (see `gtom._servers`), the pause between polls.
-POLL_SECONDS = 0.02
-#: A catch-up read (see `OplogTailer._catch_up`) that delivered more entries than this re-opens
-#: the tailable cursor from where it ended, rather than read the same entries through it again.
-CATCH_UP_REOPEN = 2 * BATCH_SIZE
-#: After waiting this long (in total) for room in ``op_c``, a tailer on a server that trims its
-#: oplog silently checks the oldest entry before reading on.
-HISTORY_CHECK_SECONDS = 10.0
 _ZERO = Timestamp(0, 0)
 
 Client = MongoClient[Any]
@@ -173,7 +160,7 @@ class OplogTailer:
         self,
         client: Client,
         options: Options,
-        position: OplogPosition,
+        position: Position,
         op_c: OpQueue[Op],
         err_c: OpQueue[Exception],
         lane: Lane,
@@ -182,8 +169,8 @@ class OplogTailer:
     ) -> None:
         """Prepare a tailer starting just after ``position``; `run` does the work.
 
-        ``traits`` says which server quirks to work around (see `gtom._servers`); ``shard``
-        labels the ops (``op.shard``) of a shard of a multi-shard context.
+        ``traits`` are the server's (how edges are found); ``shard`` labels the ops
+        (``op.shard``) of a shard of a multi-shard context.
         """
         self._shard = shard
         self.position = position
@@ -207,8 +194,6 @@ class OplogTailer:
         self._backoff = Backoff()
         self._traits = traits
         self._read_ts = position.ts  # the newest entry read (delivered or not)
-        self._entries_read = 0  # entries passed to _deliver, ever (admitted or not)
-        self._blocked = 0.0  # seconds spent waiting for room in op_c since the last check
         fetching = not options.update_data_as_delta
         # Decoded entries wait here while their updates' documents are fetched together.
         self._pending = PendingOps(options.buffer_size, options.buffer_duration, fetching=fetching)
@@ -275,38 +260,16 @@ class OplogTailer:
     def _tail(self) -> None:
         """Read from the position until paused or halted (return) or an error (raise).
 
-        After a pause, even one that began while ops waited to enter the queue, it returns too:
-        the cursor is re-opened, so history is verified again before anything newer is read. It
-        also returns after a long catch-up read, so that a fresh cursor goes on from there.
+        Open, verify history, pump. After a pause, even one that began while ops waited to enter
+        the queue, it returns too: the cursor is re-opened, so history is verified again before
+        anything newer is read.
         """
-        pauses = self._op_c.pause_count
-        self._read_ts = self.position.ts
-        self._pending.clear()  # what was not handed over is read again from the position
-        # A server that needs a catch-up read after each open: read what is there first (one
-        # read, and the first ops arrive sooner), so the cursor opens near the end.
-        if self._traits.open_race and not self._catch_up(pauses, first_read=True):
-            return
-        if self._traits.stale_tail:
-            # A tailable cursor would never see a newer entry: poll (the loop in _run reads on).
-            sleep_until_set(POLL_SECONDS, self._halt)
-            return
-        cursor = self._oplog.find(
-            {"ts": {"$gte": self.position.ts}},
-            cursor_type=CursorType.TAILABLE_AWAIT,
-            batch_size=BATCH_SIZE,
-        ).max_await_time_ms(MAX_AWAIT_MS)
+        pauses = self._begin_read()
+        cursor = self._open_tailable()
         try:
             first = self._fetch(cursor)
             self._verify_history(first)
             self._recovered()
-            if self._traits.open_race:
-                read_before = self._entries_read
-                if not self._catch_up(pauses):
-                    return
-                if self._entries_read - read_before > CATCH_UP_REOPEN:
-                    # Writes poured in while the cursor opened: rather than read them all again
-                    # through it, open a new one from here (the loop in _run does).
-                    return
             re_read = self.position.re_read()
             if first and not self._deliver(first, re_read):
                 return
@@ -316,25 +279,20 @@ class OplogTailer:
         finally:
             cursor.close()
 
-    def _catch_up(self, pauses: int, *, first_read: bool = False) -> bool:
-        """Deliver what the oplog holds after the position, with a plain query.
+    def _begin_read(self) -> int:
+        """Start reading from the position again; the pause count to watch."""
+        self._read_ts = self.position.ts
+        self._pending.clear()  # what was not handed over is read again from the position
+        return self._op_c.pause_count
 
-        For servers whose tailable cursor can miss entries written while it opened: this read,
-        made once the cursor is open, sees them; the cursor's re-read filter drops the overlap.
-        ``first_read``: the read made before the cursor opens, which verifies history first.
-        False when paused or halted.
-        """
-        cursor = self._oplog.find({"ts": {"$gte": self.position.ts}}, batch_size=BATCH_SIZE)
-        re_read = self.position.re_read()
-        try:
-            if first_read:
-                first = self._fetch(cursor)
-                self._verify_history(first)
-                if first and not self._deliver(first, re_read):
-                    return False
-            return self._pump(cursor, re_read, pauses)
-        finally:
-            cursor.close()
+    def _open_tailable(self) -> OplogCursor:
+        cursor: OplogCursor = self._oplog.find(
+            {"ts": {"$gte": self.position.ts}},
+            cursor_type=CursorType.TAILABLE_AWAIT,
+            batch_size=BATCH_SIZE,
+        )
+        cursor.max_await_time_ms(MAX_AWAIT_MS)
+        return cursor
 
     def _pump(self, cursor: OplogCursor, re_read: ReRead, pauses: int) -> bool:
         """Deliver a cursor's batches, reading the next one while delivering the last.
@@ -374,14 +332,9 @@ class OplogTailer:
 
     def _fetch(self, cursor: OplogCursor) -> list[dict[str, Any]] | None:
         """The next batch's entries (None for an empty batch)."""
-        if self._blocked >= HISTORY_CHECK_SECONDS:
-            # Waited long on the consumer: on a server that trims the oplog under an open cursor
-            # without an error, make sure nothing after the newest entry read is gone.
-            self._blocked = 0.0
-            self._check_history(self._read_ts)
         entries: list[dict[str, Any]] = []
         # One server batch at a time, decoded by pymongo straight into dicts: the same private
-        # method its public to_list() uses (tests/test_core.py checks that it is there).
+        # method its public to_list() uses (tests/_sync/test_tail.py pins what gtom relies on).
         if not cursor._next_batch(entries):
             return None  # an empty batch: nothing new within the time
         if isinstance(entries[-1].get("ts"), Timestamp):
@@ -424,7 +377,6 @@ class OplogTailer:
     def _deliver(self, entries: list[dict[str, Any]], re_read: ReRead) -> bool:
         """Decode one batch and hand over what is due; False when the lane was cancelled."""
         now = time.monotonic()
-        self._entries_read += len(entries)
         delta_mode = self._options.update_data_as_delta
         decode = self._decoder.decode
         add = self._pending.add
@@ -457,15 +409,14 @@ class OplogTailer:
             keep = self._options.filter
             if keep is not None:
                 ops = [op for op in ops if call_user("filter", keep, op)]
-            if ops:
-                started = time.monotonic()
-                queued = self._op_c.put_many(ops, self.lane)
-                if self._traits.silent_truncation:
-                    self._blocked += time.monotonic() - started
-                if not queued:
-                    return False
+            if ops and not self._queue(ops):
+                return False
             self.position = position
         return not self.lane.cancelled
+
+    def _queue(self, ops: list[Op]) -> bool:
+        """Put ``ops`` in ``op_c``, waiting for room; False if the lane was cancelled."""
+        return self._op_c.put_many(ops, self.lane)
 
     def _decode_chain(self, entry: Mapping[str, Any]) -> list[Op]:
         """Decode a transaction's commit, fetching the chain entries the decoder has not seen."""

@@ -14,7 +14,8 @@ from pymongo.errors import PyMongoError
 
 from gtom._backoff import Backoff
 from gtom._retry import describe, is_transient, translate
-from gtom._sync._compat import OpQueue, QueueClosed, Signal, sleep_until_set
+from gtom._sync._compat import Signal, sleep_until_set
+from gtom._sync.queue import OpQueue, QueueClosed
 
 __all__ = ["retrying"]
 

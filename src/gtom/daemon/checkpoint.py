@@ -3,8 +3,9 @@
 A `Checkpoint` holds the time the first run started tailing, the oplog position (per shard when
 following shards), each change stream's resume token (kept fresh while the stream is idle),
 the direct reads already complete, and the segment positions of those under way. Every position
-is a `Mark`: a timestamp and how many events at that timestamp were delivered, so a restart skips
-exactly those and numbers the rest as the first run would have (event ids stay stable).
+is a `gtom._position.Position`: a timestamp and how many events at that timestamp were delivered,
+so a restart skips exactly those and numbers the rest as the first run would have (event ids stay
+stable).
 
 Two stores implement `CheckpointStore`: `FileStore` (write a temporary file, fsync, rename, fsync
 the directory: a crash leaves the old or the new checkpoint, never half of one) and `MongoStore`
@@ -28,30 +29,12 @@ from pymongo.errors import PyMongoError
 
 from gtom._errors import ConfigurationError, GtomError
 from gtom._jsonl import CANONICAL
+from gtom._position import Position
 from gtom._retry import translate
 
-__all__ = ["Checkpoint", "CheckpointStore", "FileStore", "Mark", "MongoStore", "StreamMark"]
+__all__ = ["Checkpoint", "CheckpointStore", "FileStore", "MongoStore", "StreamMark"]
 
 VERSION = 1
-
-
-@dataclass(slots=True)
-class Mark:
-    """A position in one ordered source: ``count`` events at ``ts`` were delivered."""
-
-    ts: Timestamp
-    count: int = 0
-
-    def to_document(self) -> dict[str, Any]:
-        """As a BSON-able document."""
-        return {"ts": self.ts, "count": self.count}
-
-    @classmethod
-    def from_document(cls, document: Any) -> Mark:
-        """Read back `to_document`'s output."""
-        if not isinstance(document, Mapping) or not isinstance(document.get("ts"), Timestamp):
-            raise ValueError(f"not a position: {document!r}")
-        return cls(document["ts"], int(document.get("count", 0)))
 
 
 @dataclass(slots=True)
@@ -59,7 +42,7 @@ class StreamMark:
     """A change stream's position: its resume token, and the newest event's time and index."""
 
     token: Mapping[str, Any] | None = None
-    mark: Mark | None = None
+    mark: Position | None = None
 
     def to_document(self) -> dict[str, Any]:
         """As a BSON-able document."""
@@ -74,7 +57,7 @@ class StreamMark:
         if not isinstance(document, Mapping):
             raise ValueError(f"not a stream position: {document!r}")
         mark = document.get("mark")
-        return cls(document.get("token"), None if mark is None else Mark.from_document(mark))
+        return cls(document.get("token"), None if mark is None else Position.from_document(mark))
 
 
 @dataclass(slots=True)
@@ -83,9 +66,9 @@ class Checkpoint:
 
     start: Timestamp | None = None
     """Where tailing began in the first run (taken before any copy started)."""
-    oplog: Mark | None = None
+    oplog: Position | None = None
     """The newest delivered oplog position (one deployment)."""
-    shards: dict[str, Mark] = field(default_factory=dict)
+    shards: dict[str, Position] = field(default_factory=dict)
     """Per shard (its ``config.shards`` id): the newest delivered oplog position."""
     streams: dict[str, StreamMark] = field(default_factory=dict)
     """Per ``change_stream_ns`` entry: where the stream is."""
@@ -125,8 +108,8 @@ class Checkpoint:
                 raise ValueError(f"bad start {start!r}")
             return cls(
                 start=start,
-                oplog=None if oplog is None else Mark.from_document(oplog),
-                shards={k: Mark.from_document(v) for k, v in document["shards"].items()},
+                oplog=None if oplog is None else Position.from_document(oplog),
+                shards={k: Position.from_document(v) for k, v in document["shards"].items()},
                 streams={k: StreamMark.from_document(v) for k, v in document["streams"].items()},
                 copies_done=[str(ns) for ns in document["copies_done"]],
                 copies=dict(document.get("copies") or {}),

@@ -19,15 +19,8 @@ from gtom._errors import GtomError
 from gtom._redact import Scrubber, redact, shown
 from gtom._retry import translate
 from gtom.daemon import exits
-from gtom.daemon.config import (
-    ALIASES,
-    SECTIONS,
-    Config,
-    ConfigError,
-    load,
-    secrets_of,
-    setting_kind,
-)
+from gtom.daemon.config import ALIASES, SECTIONS, Config, load, secrets_of, setting_kind
+from gtom.daemon.errors import ConfigError
 
 __all__ = ["main"]
 

@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gtom._errors import ConfigurationError
 from gtom._redact import shown, uri_error
 from gtom.daemon import exits
+from gtom.daemon.errors import ConfigError
 from gtom.daemon.sinks.names import KAFKA_TOPIC, kafka_part, nats_part, nats_subject_problem
 
 if sys.version_info >= (3, 11):
@@ -44,15 +44,6 @@ DEFAULT_TARGETS = {
     "redis": "gtom:{namespace}",
     "kafka": "gtom.{namespace}",
 }
-
-
-class ConfigError(ConfigurationError):
-    """A setting gtom cannot use; ``exit_code`` says which kind of mistake it is."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        """Create the error with the exit code `gtom run` ends with."""
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 #: How each broker escapes the parts of a namespace it cannot take as they are.
@@ -76,7 +67,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class Source(_Section):
+class SourceSettings(_Section):
     """What to follow."""
 
     uri: str = Field("mongodb://localhost:27017/", description="connection string")
@@ -111,7 +102,7 @@ class Source(_Section):
     timeout: float = Field(10.0, gt=0, le=MAX_SECONDS, description="seconds to look for the server")
 
     @model_validator(mode="after")
-    def _consistent(self) -> Source:
+    def _consistent(self) -> SourceSettings:
         if (self.worker is None) != (self.workers_file is None):
             raise ValueError("source.worker and source.workers_file go together")
         if self.no_tail and not self.direct_read:
@@ -130,7 +121,7 @@ class Source(_Section):
         return self
 
 
-class Sink(_Section):
+class SinkSettings(_Section):
     """Where events go."""
 
     type: str = Field("stdout", description=f"one of {', '.join(SINK_TYPES)}")
@@ -160,7 +151,7 @@ class Sink(_Section):
     )
 
     @model_validator(mode="after")
-    def _needs(self) -> Sink:
+    def _needs(self) -> SinkSettings:
         if self.type == "file" and not self.path:
             raise ValueError("sink.type = 'file' needs sink.path")
         if self.type in ("webhook", "nats", "redis", "kafka") and not self.url:
@@ -206,7 +197,7 @@ class Sink(_Section):
         return template.format(namespace=f"{db}.{coll}", db=db, coll=coll)
 
 
-class Delivery(_Section):
+class DeliverySettings(_Section):
     """How events are batched and delivered."""
 
     batch_size: int = Field(500, ge=1, le=100_000, description="events per batch")
@@ -220,7 +211,7 @@ class Delivery(_Section):
     )
 
 
-class Checkpoint(_Section):
+class CheckpointSettings(_Section):
     """Where delivery progress is kept."""
 
     store: Literal["file", "mongodb"] = Field("file", description="file or mongodb")
@@ -230,13 +221,13 @@ class Checkpoint(_Section):
     name: str = Field("default", description="mongodb: this daemon's document _id")
 
 
-class Metrics(_Section):
+class MetricsSettings(_Section):
     """The HTTP endpoint for /metrics, /healthz and /readyz."""
 
     listen: str = Field("127.0.0.1:9187", description="HOST:PORT, or off")
 
     @model_validator(mode="after")
-    def _address(self) -> Metrics:
+    def _address(self) -> MetricsSettings:
         if self.listen != "off":
             host, _, port = self.listen.rpartition(":")
             if not host or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -246,7 +237,7 @@ class Metrics(_Section):
         return self
 
 
-class Log(_Section):
+class LogSettings(_Section):
     """Logging."""
 
     format: Literal["text", "json"] = Field("text", description="text or json lines")
@@ -256,12 +247,12 @@ class Log(_Section):
 class Config(_Section):
     """Every setting of `gtom run`."""
 
-    source: Source = Source()
-    sink: Sink = Sink()
-    delivery: Delivery = Delivery()
-    checkpoint: Checkpoint = Checkpoint()
-    metrics: Metrics = Metrics()
-    log: Log = Log()
+    source: SourceSettings = SourceSettings()
+    sink: SinkSettings = SinkSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
     def _across(self) -> Config:

@@ -26,6 +26,7 @@ from bson.binary import UuidRepresentation
 from gtom._extjson import ExtendedJSON
 from gtom._jsonl import op_document
 from gtom._op import Op, Source
+from gtom._position import Position
 from gtom.consistent import key_of
 from gtom.daemon.sinks.base import Event
 
@@ -65,20 +66,22 @@ class EventMaker:
         """Encode relaxed Extended JSON, or canonical if asked; UUIDs as the client decodes them."""
         self.canonical = canonical
         self._json = ExtendedJSON(canonical=canonical, uuid_representation=uuid_representation)
-        self._lanes: dict[str, tuple[Timestamp, int]] = {}
+        self._lanes: dict[str, Position] = {}  # each lane's position: ops made into events
 
-    def resume(self, lane: str, ts: Timestamp, count: int) -> None:
-        """Continue after ``count`` ops of ``lane`` at ``ts`` were made into events earlier."""
-        self._lanes[lane] = (ts, max(0, count))
+    def resume(self, lane: str, position: Position) -> None:
+        """Continue ``lane`` after ``position``: its ops up to there were made into events."""
+        if position.seen > 0:
+            self._lanes[lane] = position
 
     def index_at(self, op: Op, lane: str) -> int:
         """The index of ``op`` (the next op of ``lane``), counting it."""
         ts = op.timestamp
         if op.source is Source.DIRECT_READ or ts is None:
             return 0
-        last_ts, count = self._lanes.get(lane, (None, 0))
-        index = count if last_ts == ts else 0
-        self._lanes[lane] = (ts, index + 1)
+        last = self._lanes.get(lane)
+        position = Position(ts, 1) if last is None else last.passed(ts)
+        self._lanes[lane] = position
+        index = max(0, position.seen - 1)
         if op.txn is not None and op.source is Source.OPLOG:
             return op.txn.index  # from the oplog entries themselves: the same in every run
         # A change stream's txn index counts the events this process decoded, so after a

@@ -9,12 +9,13 @@ from __future__ import annotations
 from gtom._errors import (
     AuthenticationFailedError,
     ConfigurationError,
-    GtomError,
     HistoryLostError,
     NotAuthorizedError,
     NotReplicaSetError,
     ServerUnavailableError,
 )
+from gtom.daemon.errors import ConfigError, UnknownNamespaceError
+from gtom.daemon.sinks.base import SinkRejectedError, SinkUnavailableError
 
 __all__ = ["TABLE", "code_for"]
 
@@ -58,15 +59,8 @@ TABLE = {
 }
 
 
-class UnknownNamespaceError(GtomError):
-    """A collection named in the config does not exist."""
-
-
 def code_for(error: BaseException) -> int:
     """The exit code for an error that ended `gtom run`."""
-    from gtom.daemon.config import ConfigError
-    from gtom.daemon.sinks.base import SinkRejectedError, SinkUnavailableError
-
     if isinstance(error, ConfigError):
         return error.exit_code
     kinds: tuple[tuple[type[BaseException], int], ...] = (

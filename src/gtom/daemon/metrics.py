@@ -11,8 +11,9 @@ say so). The metrics (all prefixed ``gtom_``):
 * ``checkpoint_age_seconds``: since the checkpoint was last saved;
 * ``sink_healthy``: 1 while the last delivery attempt worked.
 
-``/healthz`` is 200 while the daemon runs (503 once the sink has failed for ``unhealthy_after``
-seconds); ``/readyz`` is 200 once it follows the deployment and its sink works, else 503.
+``/healthz`` is 200 while the daemon runs (503 once the sink has failed for `UNHEALTHY_AFTER`
+seconds in a row, a constant); ``/readyz`` is 200 once it follows the deployment and its sink
+works, else 503.
 """
 
 from __future__ import annotations

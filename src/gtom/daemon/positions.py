@@ -1,28 +1,24 @@
-"""Which events were delivered, as checkpoint positions; and where a restart picks up (pure).
+"""Which events were delivered, as checkpoint positions; and what a restart skips (pure).
 
 Ops arrive in lanes, each ordered on its own: the oplog (one per shard when following shards),
 and one per change stream. Direct reads have no position: a copy is either complete (all its
-events confirmed) or done again.
+events confirmed) or done again. Every position is a `gtom._position.Position`.
 
-* `Tracker` advances a `Checkpoint` as batches are confirmed, in delivery order.
+* `confirm` advances a `Checkpoint` over confirmed ops, in delivery order.
 * `Skipper` drops, after a restart, the ops at the checkpoint's timestamp that were already
   delivered (an oplog timestamp can be shared by several ops: a transaction's, an ``applyOps``).
-* `lane_of` names an op's lane; `resume_after` is where a lane's tailing restarts.
+* `lane_of` names an op's lane.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bson import Timestamp
-
 from gtom._op import Op, Source
-from gtom.daemon.checkpoint import Checkpoint, Mark, StreamMark
+from gtom._position import Position, ReRead
+from gtom.daemon.checkpoint import Checkpoint, StreamMark
 
-__all__ = ["ALL", "Skipper", "Tracker", "lane_of", "previous_timestamp", "resume_after"]
-
-ALL = -1
-"""A `Mark` count meaning "everything at ``ts`` was delivered" (a start position)."""
+__all__ = ["Skipper", "confirm", "lane_of"]
 
 
 def lane_of(op: Op) -> str:
@@ -34,73 +30,49 @@ def lane_of(op: Op) -> str:
     return "oplog" if op.shard is None else f"shard:{op.shard}"
 
 
-def previous_timestamp(ts: Timestamp) -> Timestamp:
-    """The greatest timestamp smaller than ``ts`` (nothing lies between them)."""
-    if ts.inc > 0:
-        return Timestamp(ts.time, ts.inc - 1)
-    return Timestamp(max(0, ts.time - 1), 0xFFFFFFFF)
+def _passed(position: Position | None, op: Op) -> Position:
+    assert op.timestamp is not None
+    return Position(op.timestamp, 1) if position is None else position.passed(op.timestamp)
 
 
-def resume_after(mark: Mark) -> Timestamp:
-    """Where to tail from (strictly after) to see every op not delivered according to ``mark``.
-
-    A mark with a count re-reads its own timestamp, so the `Skipper` can drop what was delivered.
-    """
-    if mark.count == ALL or mark.ts == Timestamp(0, 0):
-        return mark.ts
-    return previous_timestamp(mark.ts)
-
-
-def _advanced(mark: Mark | None, ts: Timestamp) -> Mark:
-    if mark is not None and mark.ts == ts and mark.count != ALL:
-        return Mark(ts, mark.count + 1)
-    return Mark(ts, 1)
-
-
-class Tracker:
-    """Moves a checkpoint forward over confirmed ops, in the order they were delivered."""
-
-    def __init__(self, checkpoint: Checkpoint) -> None:
-        """Advance ``checkpoint`` in place."""
-        self.checkpoint = checkpoint
-
-    def confirm(self, ops: Iterable[Op]) -> None:
-        """Record that ``ops`` (the next ones in delivery order) were delivered."""
-        cp = self.checkpoint
-        for op in ops:
-            ts = op.timestamp
-            if op.source is Source.DIRECT_READ or ts is None:
-                continue
-            if op.source is Source.CHANGE_STREAM:
-                stream = cp.streams.setdefault(op.stream_id or "", StreamMark())
-                stream.mark = _advanced(stream.mark, ts)
-                if op.resume_token is not None:
-                    stream.token = op.resume_token
-            elif op.shard is not None:
-                cp.shards[op.shard] = _advanced(cp.shards.get(op.shard), ts)
-            else:
-                cp.oplog = _advanced(cp.oplog, ts)
+def confirm(checkpoint: Checkpoint, ops: Iterable[Op]) -> None:
+    """Record in ``checkpoint`` that ``ops`` (the next ones in delivery order) were delivered."""
+    for op in ops:
+        if op.source is Source.DIRECT_READ or op.timestamp is None:
+            continue
+        if op.source is Source.CHANGE_STREAM:
+            stream = checkpoint.streams.setdefault(op.stream_id or "", StreamMark())
+            stream.mark = _passed(stream.mark, op)
+            if op.resume_token is not None:
+                stream.token = op.resume_token
+        elif op.shard is not None:
+            checkpoint.shards[op.shard] = _passed(checkpoint.shards.get(op.shard), op)
+        else:
+            checkpoint.oplog = _passed(checkpoint.oplog, op)
 
 
 class Skipper:
-    """After a restart, drops the oplog ops a checkpoint says were delivered already."""
+    """After a restart, drops the oplog ops a checkpoint says were delivered already.
+
+    A lane's tailing restarts just before its position's timestamp (`Position.tail_after`), so
+    its first ops are the ones at that timestamp: the position's `ReRead` drops those passed.
+    """
 
     def __init__(self, checkpoint: Checkpoint) -> None:
-        """Skip per the checkpoint's oplog and shard marks (streams resume by token)."""
-        self._left: dict[str, Mark] = {}
-        if checkpoint.oplog is not None and checkpoint.oplog.count > 0:
-            self._left["oplog"] = Mark(checkpoint.oplog.ts, checkpoint.oplog.count)
-        for shard, mark in checkpoint.shards.items():
-            if mark.count > 0:
-                self._left[f"shard:{shard}"] = Mark(mark.ts, mark.count)
+        """Skip per the checkpoint's oplog and shard positions (streams resume by token)."""
+        self._left: dict[str, ReRead] = {}
+        if checkpoint.oplog is not None and checkpoint.oplog.seen > 0:
+            self._left["oplog"] = checkpoint.oplog.re_read()
+        for shard, position in checkpoint.shards.items():
+            if position.seen > 0:
+                self._left[f"shard:{shard}"] = position.re_read()
 
     def skip(self, op: Op, lane: str) -> bool:
         """Whether ``op`` (the next of its lane) was delivered before the restart."""
         left = self._left.get(lane)
-        if left is None:
+        if left is None or op.timestamp is None:
             return False
-        if op.timestamp == left.ts and left.count > 0:
-            left.count -= 1
-            return True
-        del self._left[lane]  # past the mark: nothing more to skip in this lane
-        return False
+        if left.admit(op.timestamp):
+            del self._left[lane]  # past the position: nothing more to skip in this lane
+            return False
+        return True

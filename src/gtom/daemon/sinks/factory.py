@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from gtom.daemon import exits
-from gtom.daemon.config import Config, ConfigError
+from gtom.daemon.config import Config
+from gtom.daemon.errors import ConfigError
 from gtom.daemon.sinks.base import Sink
 
 __all__ = ["make_sink"]

@@ -1,0 +1,133 @@
+# Generated from src/gtom/_async/oplog_quirks.py by tools/synchro.py. Edit that one.
+"""Tailing servers that differ from mongod: workarounds as subclasses of `OplogTailer`.
+
+`tailer_class` picks the tailer once, from the server's `gtom._servers.ServerTraits`; mongod gets
+`OplogTailer` itself, whose path is the plain algorithm (open, verify history, pump). SecantusDB,
+the test and benchmark server, needs three workarounds, each named by the trait that asks for it:
+
+* ``open_race`` (`CatchUpTailer`): a tailable cursor can miss the entries written while it is
+  being opened, so every open is followed by a plain read from the position (the cursor's
+  re-read filter drops the overlap). A plain read *before* the open also gets the backlog out in
+  one oplog scan, so the cursor opens near the end; a catch-up of more than `CATCH_UP_REOPEN`
+  entries re-opens the cursor from where it ended rather than read them again through it.
+* ``silent_truncation`` (`CatchUpTailer`): the oplog can be trimmed under an open cursor without
+  an error (mongod fails the cursor with ``CappedPositionLost``), so a tailer that waited
+  `HISTORY_CHECK_SECONDS` in total for room in ``op_c`` checks the oldest entry before reading on.
+* ``stale_tail`` (`PollingTailer`, its Rust server): a tailable cursor never shows an entry
+  written after it opened, so the tailer polls with plain reads every `POLL_SECONDS` instead.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gtom._op import Op
+from gtom._servers import ServerTraits
+from gtom._sync._compat import sleep_until_set
+from gtom._sync.oplog import BATCH_SIZE, OplogCursor, OplogTailer, ServerCursorClosed
+
+__all__ = [
+    "CATCH_UP_REOPEN",
+    "HISTORY_CHECK_SECONDS",
+    "POLL_SECONDS",
+    "CatchUpTailer",
+    "PollingTailer",
+    "tailer_class",
+]
+
+#: A catch-up read that delivered more entries than this re-opens the tailable cursor from where
+#: it ended, rather than read the same entries through it again.
+CATCH_UP_REOPEN = 2 * BATCH_SIZE
+#: After waiting this long (in total) for room in ``op_c``, the oldest entry is checked.
+HISTORY_CHECK_SECONDS = 10.0
+#: The pause between polls on a server whose tailable cursors go stale.
+POLL_SECONDS = 0.02
+
+
+def tailer_class(traits: ServerTraits) -> type[OplogTailer]:
+    """The tailer for a server with these traits."""
+    if traits.stale_tail:
+        return PollingTailer
+    if traits.open_race or traits.silent_truncation:
+        return CatchUpTailer
+    return OplogTailer
+
+
+class CatchUpTailer(OplogTailer):
+    """A tailer that reads from the position with plain queries around each open (see module)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As `OplogTailer`."""
+        super().__init__(*args, **kwargs)
+        self._entries_read = 0  # entries passed to _deliver, ever (admitted or not)
+        self._blocked = 0.0  # seconds spent waiting for room in op_c since the last check
+
+    def _tail(self) -> None:
+        """Catch up, open, verify, catch up again, pump (see the module for why)."""
+        pauses = self._begin_read()
+        if not self._catch_up(pauses, first_read=True):
+            return
+        cursor = self._open_tailable()
+        try:
+            first = self._fetch(cursor)
+            self._verify_history(first)
+            self._recovered()
+            read_before = self._entries_read
+            if not self._catch_up(pauses):
+                return
+            if self._entries_read - read_before > CATCH_UP_REOPEN:
+                return  # writes poured in while the cursor opened: open a new one from here
+            re_read = self.position.re_read()
+            if first and not self._deliver(first, re_read):
+                return
+            if self._pump(cursor, re_read, pauses):
+                raise ServerCursorClosed
+        finally:
+            cursor.close()
+
+    def _catch_up(self, pauses: int, *, first_read: bool = False) -> bool:
+        """Deliver what the oplog holds after the position, with a plain query.
+
+        ``first_read``: the read made before the cursor opens, which verifies history first.
+        False when paused or halted.
+        """
+        cursor = self._oplog.find({"ts": {"$gte": self.position.ts}}, batch_size=BATCH_SIZE)
+        re_read = self.position.re_read()
+        try:
+            if first_read:
+                first = self._fetch(cursor)
+                self._verify_history(first)
+                if first and not self._deliver(first, re_read):
+                    return False
+            return self._pump(cursor, re_read, pauses)
+        finally:
+            cursor.close()
+
+    def _fetch(self, cursor: OplogCursor) -> list[dict[str, Any]] | None:
+        if self._blocked >= HISTORY_CHECK_SECONDS:
+            # Waited long on the consumer: make sure nothing after the newest entry read is gone.
+            self._blocked = 0.0
+            self._check_history(self._read_ts)
+        entries = super()._fetch(cursor)
+        if entries:
+            self._entries_read += len(entries)
+        return entries
+
+    def _queue(self, ops: list[Op]) -> bool:
+        started = time.monotonic()
+        try:
+            return super()._queue(ops)
+        finally:
+            self._blocked += time.monotonic() - started
+
+
+class PollingTailer(CatchUpTailer):
+    """A tailer that polls with plain reads, for servers whose tailable cursors go stale."""
+
+    def _tail(self) -> None:
+        """Read what is there after the position, then wait a moment (the caller reads on)."""
+        pauses = self._begin_read()
+        if self._catch_up(pauses, first_read=True):
+            self._recovered()
+            sleep_until_set(POLL_SECONDS, self._halt)
