@@ -29,8 +29,7 @@ class Run:
 
 def summary(runs: list[Run], value: str = "rate") -> dict[str, Any]:
     """Median and spread of ``value`` over the runs that succeeded (None without any)."""
-    values = [_value(r, value) for r in runs if r.ok]
-    values = [v for v in values if v is not None]
+    values = [v for r in runs if r.ok and (v := _value(r, value)) is not None]
     errors = sorted({r.error for r in runs if not r.ok and r.error})
     if not values:
         return {"median": None, "min": None, "max": None, "n": 0, "errors": errors}

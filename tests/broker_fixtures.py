@@ -16,6 +16,7 @@ and the test summary then lists what was left out (see `opted_out`).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -25,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -153,3 +155,19 @@ def redis_server() -> Iterator[Broker]:
             "always",
         ],
     )
+
+
+def nats_json(msg: Any) -> Any:
+    """The JSON body of a JetStream message (``get_msg``), which must have one."""
+    data = msg.data
+    assert data is not None, f"message {msg.seq} has no body"
+    return json.loads(data)
+
+
+#: A Redis stream's entries as RESP2 sends them: (entry id, {field: value}), all bytes.
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+def stream_entries(reply: Any) -> StreamEntries:
+    """``XRANGE``'s reply, typed (redis-py declares it loosely, with None and str)."""
+    return cast(StreamEntries, reply)

@@ -46,7 +46,7 @@ class Tail:
 
     def lines(self, n: int, timeout: float = 20) -> list[dict[str, Any]]:
         assert self.proc.stdout is not None
-        out = []
+        out: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while len(out) < n and time.monotonic() < deadline:
             line = self.proc.stdout.readline()

@@ -42,7 +42,7 @@ def object_ids(n: int) -> list[ObjectId]:
 )
 def test_three_workers_share_10000_ops_disjointly_completely_and_evenly(ids: list[Any]) -> None:
     filters = {name: consistent_hash_filter(name, WORKERS) for name in WORKERS}
-    takers = collections.Counter()
+    takers: collections.Counter[str] = collections.Counter()
     for op in ops(ids):
         owners = [name for name, keep in filters.items() if keep(op)]
         assert len(owners) == 1, f"{op.id!r} went to {owners}"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.broker_fixtures import Broker
+from tests.broker_fixtures import Broker, nats_json, stream_entries
 from tests.conftest import TestServer
 from tests.test_daemon import Daemon
 
@@ -26,7 +26,7 @@ async def jetstream_events(port: int, stream: str) -> list[dict[str, Any]]:
         if not info.state.messages:
             return []
         return [
-            json.loads((await js.get_msg(stream, seq)).data)
+            nats_json(await js.get_msg(stream, seq))
             for seq in range(info.state.first_seq, info.state.last_seq + 1)
         ]
     finally:
@@ -103,7 +103,7 @@ def test_a_redis_outage_is_reported_unhealthy_and_recovered_without_loss(
 
     r = redis.Redis(port=redis_server.port)
     try:
-        entries = r.xrange(f"{key}:c")
+        entries = stream_entries(r.xrange(f"{key}:c"))
     finally:
         r.close()
     ids = [json.loads(fields[b"event"])["id"] for _, fields in entries]

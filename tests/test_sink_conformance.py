@@ -23,7 +23,7 @@ from bson import Timestamp
 from gtom import Op
 from gtom.daemon.events import EventMaker
 from gtom.daemon.sinks import Event, FileSink, Sink, SinkError, SinkUnavailableError, StdoutSink
-from tests.broker_fixtures import Broker
+from tests.broker_fixtures import Broker, nats_json, stream_entries
 from tests.webhook_server import WebhookServer
 
 SINKS = ["stdout", "file", "webhook", "nats", "redis", "kafka"]
@@ -161,7 +161,7 @@ class NatsHarness(Harness):
                 if info.state.messages == 0:
                     break
                 msg = await js.get_msg(self.stream, seq)
-                out.append(json.loads(msg.data))
+                out.append(nats_json(msg))
             return out
         finally:
             await nc.close()
@@ -198,7 +198,7 @@ class RedisHarness(Harness):
         try:
             out = []
             for ns in ("db.a", "db.b"):
-                for _, fields in await client.xrange(f"{self.prefix}:{ns}"):
+                for _, fields in stream_entries(await client.xrange(f"{self.prefix}:{ns}")):
                     document = json.loads(fields[b"event"])
                     assert document["event_id"] == fields[b"id"].decode()
                     out.append(document)

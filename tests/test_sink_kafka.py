@@ -140,7 +140,7 @@ async def record_batches(bootstrap: str, topic: str) -> list[tuple[int, int]]:
 
 def event_id(record: ConsumerRecord[bytes, bytes]) -> str:
     headers = dict(record.headers)
-    return headers[EVENT_ID_HEADER].decode()
+    return str(headers[EVENT_ID_HEADER].decode())
 
 
 # -- without a broker --------------------------------------------------------------------------

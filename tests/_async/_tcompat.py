@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 
 class Background:
     """Run a job concurrently with the test (a task here, a thread in the sync twin)."""
 
-    def __init__(self, target: Callable[[], Awaitable[Any]]) -> None:
+    def __init__(self, target: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         self._task = asyncio.get_running_loop().create_task(target())
 
     async def join(self, timeout: float = 30) -> Any:
