@@ -132,3 +132,27 @@ def test_the_performance_summary_is_the_one_make_bench_wrote() -> None:
     assert "quick run" not in latest  # a smoke run is never the published one
     block = README.split(report.README_START, 1)[1].split(report.README_END, 1)[0]
     assert block.strip() == report.summary_block(latest)
+
+
+def test_the_module_map_names_every_file_of_the_package_and_nothing_else() -> None:
+    package = Path(__file__).parent.parent / "src" / "gtom"
+    section = README.split("## How it is built", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    named: set[str] = set()
+    for row in rows:
+        cell = row.split("|")[1:3]
+        folder = ""
+        for name in re.findall(r"`([^`]+)`", " ".join(cell)):
+            if name.endswith("/"):
+                folder = name
+            elif name.endswith((".py", ".typed")):
+                named.add(name if "/" in name else folder + name)
+    # The sync face is generated from the asyncio one, file for file.
+    named |= {"_sync/" + name[len("_async/") :] for name in named if name.startswith("_async/")}
+    files = {
+        str(path.relative_to(package))
+        for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert files - named == set(), "files the README's module map leaves out"
+    assert named - files == set(), "names in the README's module map that are not files"
