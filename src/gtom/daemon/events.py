@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from bson import Timestamp
+from bson import ObjectId, Timestamp
 from bson.binary import UuidRepresentation
 
 from gtom._extjson import ExtendedJSON
@@ -37,11 +37,20 @@ NO_ID = object()
 """The ``_id`` of an op that has none (a command), as opposed to a null ``_id``."""
 
 
+#: ``{"_id": <ObjectId>}`` as BSON, up to the ObjectId's 12 bytes: its length (22), the type
+#: (7) and the key.
+_OBJECT_ID_KEY = b"\x16\x00\x00\x00\x07_id\x00"
+
+
 def id_digest(document_id: Any) -> str:
     """16 hex digits identifying a document ``_id`` (``-`` for `NO_ID`: a command)."""
-    if document_id is NO_ID:
+    if document_id.__class__ is ObjectId:  # the usual _id: its BSON, as key_of writes it
+        key = _OBJECT_ID_KEY + document_id.binary + b"\x00"
+    elif document_id is NO_ID:
         return "-"
-    return hashlib.blake2b(key_of(document_id), digest_size=8).hexdigest()
+    else:
+        key = key_of(document_id)
+    return hashlib.blake2b(key, digest_size=8).hexdigest()
 
 
 def event_id(ts: Timestamp | None, index: int, namespace: str, document_id: Any) -> str:
@@ -65,7 +74,9 @@ class EventMaker:
     ) -> None:
         """Encode relaxed Extended JSON, or canonical if asked; UUIDs as the client decodes them."""
         self.canonical = canonical
-        self._json = ExtendedJSON(canonical=canonical, uuid_representation=uuid_representation)
+        self._dumps = ExtendedJSON(
+            canonical=canonical, uuid_representation=uuid_representation
+        ).dumps
         self._lanes: dict[str, Position] = {}  # each lane's position: ops made into events
 
     def resume(self, lane: str, position: Position) -> None:
@@ -106,4 +117,4 @@ class EventMaker:
         """The JSON object of ``op`` with id ``eid``."""
         document = {"event_id": eid, **op_document(op)}
         document["document_key"] = None if op.operation == "c" else {"_id": op.id}
-        return self._json.dumps(document)
+        return self._dumps(document)
