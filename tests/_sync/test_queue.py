@@ -85,3 +85,55 @@ def test_offer_never_waits_and_drops_the_oldest_when_full() -> None:
     for i in range(5):
         q.offer(i)
     assert [q.get_nowait(), q.get_nowait()] == [3, 4]
+
+
+def test_get_many_takes_every_waiting_item_across_batches_in_order() -> None:
+    q: OpQueue[int] = OpQueue(100)
+    lane = Lane(gated=False)
+    assert q.put_many([1, 2, 3], lane)
+    assert q.put_many([4, 5], lane)
+    assert q.get() == 1  # part of a batch taken: the rest stays in order
+    assert q.get_many(max_items=3) == [2, 3, 4]
+    assert q.qsize() == 1
+    assert q.put_many([6], lane)
+    assert q.get_many() == [5, 6]
+    assert q.empty()
+    with pytest.raises(queue.Empty):
+        q.get_many(timeout=0.05)
+    with pytest.raises(ValueError, match="max_items"):
+        q.get_many(max_items=0)
+
+
+def test_get_many_waits_for_a_batch_and_ends_like_get() -> None:
+    q: OpQueue[int] = OpQueue(10)
+    taker = Background(lambda: q.get_many())
+    sleep(0.05)
+    assert q.put_many([7, 8], Lane(gated=False))
+    assert taker.join() == [7, 8]
+    assert q.put_many([9], Lane(gated=False))
+    q.close(gtom.HistoryLostError("gone"))
+    assert q.get_many() == [9]  # what waits is drained first
+    with pytest.raises(gtom.HistoryLostError):
+        q.get_many()
+
+
+def test_a_batch_bigger_than_the_room_goes_in_as_room_frees() -> None:
+    q: OpQueue[int] = OpQueue(3)
+    producer = Background(lambda: q.put_many(list(range(10)), Lane(gated=False)))
+    taken: list[int] = []
+    while len(taken) < 10:
+        taken += q.get_many(timeout=5)
+        assert q.qsize() <= 3
+    assert taken == list(range(10))
+    assert producer.join()
+
+
+def test_cancelling_a_lane_drops_its_part_taken_batch_and_keeps_the_others() -> None:
+    q: OpQueue[str] = OpQueue(10)
+    old, other = Lane(gated=False), Lane(gated=False)
+    assert q.put_many(["o1", "o2", "o3"], old)
+    assert q.put_many(["x1"], other)
+    assert q.get() == "o1"
+    q.cancel_lane(old)
+    assert q.qsize() == 1
+    assert q.get_many() == ["x1"]

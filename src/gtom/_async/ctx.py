@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -86,6 +86,21 @@ class AsyncOpCtx(abc.ABC):
             return await self.op_c.get()
         except StoppedError:
             raise StopAsyncIteration from None
+
+    async def batches(self, max_items: int | None = None) -> AsyncIterator[list[Op]]:
+        """Iterate over the ops in batches: lists of every op waiting, in order.
+
+        Each batch holds at least one op and at most ``max_items`` (None: no limit; at most
+        ``channel_size`` wait at a time). Ops enter ``op_c`` a server batch at a time, so a busy
+        context gives big batches, and taking one costs about what taking one op does. Ends,
+        like iterating op by op, once the context is stopped and drained, or raises its error.
+        """
+        while True:
+            try:
+                batch = await self.op_c.get_many(max_items)
+            except StoppedError:
+                return
+            yield batch
 
     # -- control -------------------------------------------------------------------------------
 

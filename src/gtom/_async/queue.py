@@ -40,12 +40,27 @@ class Lane:
         self.cancelled = False
 
 
+class _Chunk(Generic[T]):
+    """Items put together by one producer, taken from ``start`` on."""
+
+    __slots__ = ("items", "lane", "start")
+
+    def __init__(self, items: Sequence[T], lane: Lane | None) -> None:
+        self.items = items
+        self.lane = lane
+        self.start = 0
+
+
 class OpQueue(Generic[T]):
     """The bounded queue ops flow through (``ctx.op_c``).
 
     ``await get(timeout=None)`` returns the next op; it raises `queue.Empty` when ``timeout``
     seconds pass without one, and once the context is stopped and the queue drained it raises the
-    error that stopped it, or `gtom.StoppedError`.
+    error that stopped it, or `gtom.StoppedError`. ``await get_many(max_items)`` returns every
+    op waiting (at least one, at most ``max_items``), in order, with the same rules.
+
+    Ops enter in batches (a server batch, decoded) and are kept as such: putting and taking a
+    batch costs about what one op does.
     """
 
     def __init__(self, maxsize: int) -> None:
@@ -54,7 +69,8 @@ class OpQueue(Generic[T]):
         # A blocked producer is woken once the queue has drained to this level, so it refills
         # many slots at a time instead of trading one item at a time with the consumer.
         self._low_water = maxsize // 2
-        self._items: deque[tuple[T, Lane | None]] = deque()
+        self._chunks: deque[_Chunk[T]] = deque()
+        self._count = 0
         self._getters: list[asyncio.Future[None]] = []
         self._putters: list[asyncio.Future[None]] = []
         self._closed = False
@@ -69,11 +85,11 @@ class OpQueue(Generic[T]):
 
     def qsize(self) -> int:
         """How many items wait in the queue."""
-        return len(self._items)
+        return self._count
 
     def empty(self) -> bool:
         """Whether no item waits in the queue."""
-        return not self._items
+        return not self._count
 
     @property
     def paused(self) -> bool:
@@ -106,14 +122,16 @@ class OpQueue(Generic[T]):
                 raise QueueClosed
             if lane.cancelled:
                 return False
-            room = self._maxsize - len(self._items)
+            room = self._maxsize - self._count
             if room < need or (lane.gated and self._paused):
                 await self._wait(self._putters, None)
                 continue
-            batch = items[done : done + room]
-            self._items.extend((item, lane) for item in batch)
+            batch = items if not done and room >= total else items[done : done + room]
+            self._chunks.append(_Chunk(batch, lane))
+            self._count += len(batch)
             done += len(batch)
-            self._wake(self._getters)
+            if self._getters:
+                self._wake(self._getters)
         return not lane.cancelled
 
     async def wait_resumed(self, lane: Lane) -> bool:
@@ -130,39 +148,79 @@ class OpQueue(Generic[T]):
         """Put without waiting; when full, drop the oldest item (for ``err_c``)."""
         if self._closed:
             return
-        if len(self._items) >= self._maxsize:
-            self._items.popleft()
-        self._items.append((item, None))
+        if self._count >= self._maxsize:
+            self._take(1)
+        self._chunks.append(_Chunk((item,), None))
+        self._count += 1
         self._wake(self._getters)
 
     # -- consumers -----------------------------------------------------------------------------
 
     async def get(self, timeout: float | None = None) -> T:
         """The next item; see the class docstring for timeouts and the end of the stream."""
+        if not self._count:
+            await self._wait_items(timeout)
+        chunk = self._chunks[0]
+        item = chunk.items[chunk.start]
+        chunk.start += 1
+        if chunk.start == len(chunk.items):
+            self._chunks.popleft()
+        self._count -= 1
+        if self._putters and self._count <= self._low_water:
+            self._wake(self._putters)
+        return item
+
+    async def get_many(self, max_items: int | None = None, timeout: float | None = None) -> list[T]:
+        """Every item waiting, in order: at least one, at most ``max_items`` (None: no limit).
+
+        Waits as `get` does; see the class docstring for timeouts and the end of the stream.
+        """
+        if max_items is not None and max_items < 1:
+            raise ValueError(f"max_items must be at least 1, got {max_items!r}")
+        if not self._count:
+            await self._wait_items(timeout)
+        return self._take(self._count if max_items is None else min(max_items, self._count))
+
+    def get_nowait(self) -> T:
+        """The next item if one waits, else `queue.Empty` (or the end of the stream)."""
+        if not self._count:
+            if self._closed:
+                raise self._end()
+            raise queue.Empty
+        return self._take(1)[0]
+
+    async def _wait_items(self, timeout: float | None) -> None:
+        """Wait until an item waits (raise `queue.Empty` after ``timeout``, or the end)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while not self._items:
+        while not self._count:
             if self._closed:
                 raise self._end()
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise queue.Empty
             await self._wait(self._getters, remaining)
-        return self._pop()
 
-    def get_nowait(self) -> T:
-        """The next item if one waits, else `queue.Empty` (or the end of the stream)."""
-        if not self._items:
-            if self._closed:
-                raise self._end()
-            raise queue.Empty
-        return self._pop()
-
-    def _pop(self) -> T:
-        item = self._items.popleft()[0]
-        if self._putters and len(self._items) <= self._low_water:
+    def _take(self, count: int) -> list[T]:
+        """The first ``count`` items (as many wait), removed."""
+        out: list[T] = []
+        chunks = self._chunks
+        while len(out) < count:
+            chunk = chunks[0]
+            end = chunk.start + count - len(out)
+            if chunk.start == 0 and end >= len(chunk.items):
+                out += chunk.items
+                chunks.popleft()
+                continue
+            out += chunk.items[chunk.start : end]
+            if end >= len(chunk.items):
+                chunks.popleft()
+            else:
+                chunk.start = end
+        self._count -= len(out)
+        if self._putters and self._count <= self._low_water:
             self._wake(self._putters)
-        return item
+        return out
 
     def _end(self) -> BaseException:
         return self._error if self._error is not None else StoppedError("the context is stopped")
@@ -182,7 +240,8 @@ class OpQueue(Generic[T]):
     def cancel_lane(self, lane: Lane) -> None:
         """Cancel ``lane``: drop its waiting items and refuse its future ones."""
         lane.cancelled = True
-        self._items = deque(pair for pair in self._items if pair[1] is not lane)
+        self._chunks = deque(chunk for chunk in self._chunks if chunk.lane is not lane)
+        self._count = sum(len(chunk.items) - chunk.start for chunk in self._chunks)
         self._wake_all()
 
     def close(self, error: BaseException | None = None) -> None:

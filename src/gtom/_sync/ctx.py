@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -87,6 +87,21 @@ class OpCtx(abc.ABC):
             return self.op_c.get()
         except StoppedError:
             raise StopIteration from None
+
+    def batches(self, max_items: int | None = None) -> Iterator[list[Op]]:
+        """Iterate over the ops in batches: lists of every op waiting, in order.
+
+        Each batch holds at least one op and at most ``max_items`` (None: no limit; at most
+        ``channel_size`` wait at a time). Ops enter ``op_c`` a server batch at a time, so a busy
+        context gives big batches, and taking one costs about what taking one op does. Ends,
+        like iterating op by op, once the context is stopped and drained, or raises its error.
+        """
+        while True:
+            try:
+                batch = self.op_c.get_many(max_items)
+            except StoppedError:
+                return
+            yield batch
 
     # -- control -------------------------------------------------------------------------------
 

@@ -43,12 +43,27 @@ class Lane:
 _SLICE = 0.25
 
 
+class _Chunk(Generic[T]):
+    """Items put together by one producer, taken from ``start`` on."""
+
+    __slots__ = ("items", "lane", "start")
+
+    def __init__(self, items: Sequence[T], lane: Lane | None) -> None:
+        self.items = items
+        self.lane = lane
+        self.start = 0
+
+
 class OpQueue(Generic[T]):
     """The bounded queue ops flow through (``ctx.op_c``); safe to use from any thread.
 
     ``get(timeout=None)`` returns the next op; it raises `queue.Empty` when ``timeout`` seconds
     pass without one, and once the context is stopped and the queue drained it raises the error
-    that stopped it, or `gtom.StoppedError`.
+    that stopped it, or `gtom.StoppedError`. ``get_many(max_items)`` returns every op waiting
+    (at least one, at most ``max_items``), in order, with the same rules.
+
+    Ops enter in batches (a server batch, decoded) and are kept as such: putting and taking a
+    batch costs about what one op does, and a waiting consumer is woken once per batch.
     """
 
     def __init__(self, maxsize: int) -> None:
@@ -57,7 +72,9 @@ class OpQueue(Generic[T]):
         # A blocked producer is woken once the queue has drained to this level, so it refills
         # many slots at a time instead of trading one item at a time with the consumer.
         self._low_water = maxsize // 2
-        self._items: deque[tuple[T, Lane | None]] = deque()
+        self._chunks: deque[_Chunk[T]] = deque()
+        self._count = 0
+        self._blocked_getters = 0  # consumers waiting on _not_empty: only then is it notified
         # Re-entrant: a signal handler may stop the context (close the queue) while the main
         # thread is inside get(); with a plain lock that would deadlock.
         lock = threading.RLock()
@@ -76,11 +93,11 @@ class OpQueue(Generic[T]):
 
     def qsize(self) -> int:
         """How many items wait in the queue."""
-        return len(self._items)
+        return self._count
 
     def empty(self) -> bool:
         """Whether no item waits in the queue."""
-        return not self._items
+        return not self._count
 
     @property
     def paused(self) -> bool:
@@ -114,14 +131,16 @@ class OpQueue(Generic[T]):
                     raise QueueClosed
                 if lane.cancelled:
                     return False
-                room = self._maxsize - len(self._items)
+                room = self._maxsize - self._count
                 if room < need or (lane.gated and self._paused):
                     self._wait_not_full()
                     continue
-                batch = items[done : done + room]
-                self._items.extend((item, lane) for item in batch)
+                batch = items if not done and room >= total else items[done : done + room]
+                self._chunks.append(_Chunk(batch, lane))
+                self._count += len(batch)
                 done += len(batch)
-                self._not_empty.notify_all()
+                if self._blocked_getters:
+                    self._not_empty.notify_all()
             return not lane.cancelled
 
     def wait_resumed(self, lane: Lane) -> bool:
@@ -140,42 +159,88 @@ class OpQueue(Generic[T]):
         with self._not_empty:
             if self._closed:
                 return
-            if len(self._items) >= self._maxsize:
-                self._items.popleft()
-            self._items.append((item, None))
-            self._not_empty.notify_all()
+            if self._count >= self._maxsize:
+                self._take(1)
+            self._chunks.append(_Chunk((item,), None))
+            self._count += 1
+            if self._blocked_getters:
+                self._not_empty.notify_all()
 
     # -- consumers -----------------------------------------------------------------------------
 
     def get(self, timeout: float | None = None) -> T:
         """The next item; see the class docstring for timeouts and the end of the stream."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._not_empty:
-            while not self._items:
-                if self._closed:
-                    raise self._end()
-                remaining = _SLICE if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
-                    raise queue.Empty
-                # In slices: a thread blocked on a lock never runs the signal handlers a signal
-                # delivered to another thread left pending (Ctrl-C, SIGTERM would wait forever).
-                self._not_empty.wait(min(remaining, _SLICE))
-            return self._pop()
+            if not self._count:
+                self._wait_items(timeout)
+            chunk = self._chunks[0]
+            item = chunk.items[chunk.start]
+            chunk.start += 1
+            if chunk.start == len(chunk.items):
+                self._chunks.popleft()
+            self._count -= 1
+            if self._blocked_putters and self._count <= self._low_water:
+                self._not_full.notify_all()
+            return item
+
+    def get_many(self, max_items: int | None = None, timeout: float | None = None) -> list[T]:
+        """Every item waiting, in order: at least one, at most ``max_items`` (None: no limit).
+
+        Waits as `get` does; see the class docstring for timeouts and the end of the stream.
+        """
+        if max_items is not None and max_items < 1:
+            raise ValueError(f"max_items must be at least 1, got {max_items!r}")
+        with self._not_empty:
+            if not self._count:
+                self._wait_items(timeout)
+            return self._take(self._count if max_items is None else min(max_items, self._count))
 
     def get_nowait(self) -> T:
         """The next item if one waits, else `queue.Empty` (or the end of the stream)."""
         with self._not_empty:
-            if not self._items:
+            if not self._count:
                 if self._closed:
                     raise self._end()
                 raise queue.Empty
-            return self._pop()
+            return self._take(1)[0]
 
-    def _pop(self) -> T:
-        item = self._items.popleft()[0]
-        if self._blocked_putters and len(self._items) <= self._low_water:
+    def _wait_items(self, timeout: float | None) -> None:
+        """Wait until an item waits (raise `queue.Empty` after ``timeout``, or the end)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._count:
+            if self._closed:
+                raise self._end()
+            remaining = _SLICE if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise queue.Empty
+            # In slices: a thread blocked on a lock never runs the signal handlers a signal
+            # delivered to another thread left pending (Ctrl-C, SIGTERM would wait forever).
+            self._blocked_getters += 1
+            try:
+                self._not_empty.wait(min(remaining, _SLICE))
+            finally:
+                self._blocked_getters -= 1
+
+    def _take(self, count: int) -> list[T]:
+        """The first ``count`` items (as many wait), removed."""
+        out: list[T] = []
+        chunks = self._chunks
+        while len(out) < count:
+            chunk = chunks[0]
+            end = chunk.start + count - len(out)
+            if chunk.start == 0 and end >= len(chunk.items):
+                out += chunk.items
+                chunks.popleft()
+                continue
+            out += chunk.items[chunk.start : end]
+            if end >= len(chunk.items):
+                chunks.popleft()
+            else:
+                chunk.start = end
+        self._count -= len(out)
+        if self._blocked_putters and self._count <= self._low_water:
             self._not_full.notify_all()
-        return item
+        return out
 
     def _wait_not_full(self) -> None:
         self._blocked_putters += 1
@@ -205,7 +270,8 @@ class OpQueue(Generic[T]):
         """Cancel ``lane``: drop its waiting items and refuse its future ones."""
         with self._not_full:
             lane.cancelled = True
-            self._items = deque(pair for pair in self._items if pair[1] is not lane)
+            self._chunks = deque(chunk for chunk in self._chunks if chunk.lane is not lane)
+            self._count = sum(len(chunk.items) - chunk.start for chunk in self._chunks)
             self._not_full.notify_all()
 
     def close(self, error: BaseException | None = None) -> None:
