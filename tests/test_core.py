@@ -201,10 +201,11 @@ def test_server_traits_switch_workarounds_on_only_for_secantusdb() -> None:
     secantus = ServerTraits.from_build_info({"version": "8.2.11", "secantusVersion": "0.7.0b3"})
     assert secantus.open_race and secantus.silent_truncation and not secantus.natural_sort
     assert not secantus.stale_tail and not MONGOD.stale_tail
+    assert not secantus.projection_scans and not MONGOD.projection_scans
     rust = ServerTraits.from_build_info(
         {"secantusVersion": "0.5.3", "buildEnvironment": {"cc": "rustc"}}
     )
-    assert rust.stale_tail
+    assert rust.stale_tail and rust.projection_scans
 
 
 def test_helpers_have_an_explicit_twin_for_each_face() -> None:

@@ -103,6 +103,27 @@ def test_the_position_advances_past_every_entry_taken_even_those_without_ops() -
     assert pos == position(2)
 
 
+def test_a_unit_of_many_entries_moves_the_position_past_its_run_at_the_last_timestamp() -> None:
+    pending = PendingOps(50, 0.75, fetching=False)
+    # A server batch: entries at ts 1, 2, 3, 3, 3 (a transaction), one unit ending in a run of 3.
+    pending.add([insert(1), insert(2), insert(3)], ts(3), now=0.0, run=3)
+    # The next batch starts with two more entries at ts 3: the run goes on across units.
+    pending.add([insert(4)], ts(3), now=0.0, run=2)
+    ops, pos = pending.take(1, START)
+    assert [op.id for op in ops] == [1, 2, 3] and pos == Position(ts(3), 3)
+    ops, pos = pending.take(1, pos)
+    assert [op.id for op in ops] == [4] and pos == Position(ts(3), 5)
+
+
+def test_counted_needs_are_taken_as_given_and_ignored_without_fetching() -> None:
+    pending = PendingOps(2, 10.0, fetching=True)
+    pending.add([update(1), update(2)], ts(2), now=0.0, run=2, needs=2)
+    assert pending.needs == 2 and pending.due(0.0) == 1
+    plain = PendingOps(2, 10.0, fetching=False)
+    plain.add([update(1)], ts(1), now=0.0, needs=1)
+    assert plain.needs == 0 and plain.due(0.0) == 1
+
+
 def test_delta_is_an_update_document() -> None:
     op = update(1)
     op.update_description = {"updatedFields": {"a": 1}, "removedFields": ["b"]}
@@ -132,3 +153,17 @@ def test_the_position_after_a_take_is_that_of_advancing_entry_by_entry(
     for stamp in stamps:
         expected = expected.passed(stamp)
     assert pending.take(len(stamps), begin)[1] == expected
+
+
+def test_due_units_are_grouped_a_fetch_batch_at_a_time() -> None:
+    pending = PendingOps(2, 10.0, fetching=True)
+    pending.add([insert(1)], ts(1), now=0.0)  # nothing to fetch: joins the next group
+    pending.add([update(2)], ts(2), now=0.0)
+    pending.add([update(3)], ts(3), now=0.0)
+    pending.add([update(4), update(5)], ts(4), now=0.0)  # one entry: never split
+    pending.add([update(6)], ts(5), now=0.0)
+    assert pending.due(0.0) == 4  # whole fetch batches: 4 of the 5 updates
+    assert pending.group(4) == 3  # insert 1, updates 2 and 3
+    pending.take(3, START)
+    assert pending.group(1) == 1
+    assert PendingOps(2, 10.0, fetching=False).group(5) == 5

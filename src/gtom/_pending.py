@@ -1,10 +1,13 @@
 """Oplog ops waiting to be queued while their updates' documents are fetched together. Pure.
 
 An oplog update says what changed, not what the document now is, so gtom fetches the documents
-of updates — many at once: it holds decoded ops, entry by entry and in oplog order, until
-``buffer_size`` updates wait (then it hands over whole fetch batches) or the oldest has waited
+of updates — many at once: it holds decoded ops, in oplog order, until ``buffer_size`` updates
+wait (then it hands over the units holding whole fetch batches) or the oldest has waited
 ``buffer_duration`` seconds (then everything goes). Ops leave in the order they came, so
 fetching never reorders anything; the tailer's position moves only past entries handed over.
+
+A unit is what the tailer adds at once: the ops of a server batch's entries (or of one entry).
+Its position is its last entry's timestamp and how many of the entries read share it.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ def needs_document(op: Op) -> bool:
 
 
 @dataclass(slots=True)
-class _Entry:
+class _Unit:
     ops: list[Op]
-    ts: Timestamp  # the entry's own timestamp: handing it over advances the position past it
+    ts: Timestamp  # its last entry's timestamp: handing it over advances the position past it
+    run: int  # how many of its entries (at its end) have that timestamp
     arrived: float
     needs: int
 
@@ -41,12 +45,12 @@ class PendingOps:
         self._size = buffer_size
         self._duration = buffer_duration
         self._fetching = fetching
-        self._entries: deque[_Entry] = deque()
+        self._entries: deque[_Unit] = deque()
         self.needs = 0
         """Ops waiting that need their document fetched."""
 
     def __len__(self) -> int:
-        """How many entries wait."""
+        """How many units wait."""
         return len(self._entries)
 
     def clear(self) -> None:
@@ -54,18 +58,24 @@ class PendingOps:
         self._entries.clear()
         self.needs = 0
 
-    def add(self, ops: list[Op], ts: Timestamp, now: float) -> None:
-        """The ops of the entry at ``ts`` (possibly none); ``now`` is monotonic."""
-        needs = 0
-        if self._fetching:
-            for op in ops:
-                if op.operation == "u" and op.data is None:  # oplog ops: needs_document
-                    needs += 1
-            self.needs += needs
-        self._entries.append(_Entry(ops, ts, now, needs))
+    def add(
+        self, ops: list[Op], ts: Timestamp, now: float, run: int = 1, *, needs: int | None = None
+    ) -> None:
+        """The ops (possibly none) of entries read up to the one at ``ts``, in order.
+
+        ``run``: how many of those entries, at the end, have timestamp ``ts`` (1 for one entry);
+        ``now`` is monotonic; ``needs``: how many of the ops need their document fetched, if the
+        caller counted them already.
+        """
+        if not self._fetching:
+            needs = 0
+        elif needs is None:
+            needs = sum(1 for op in ops if op.operation == "u" and op.data is None)
+        self.needs += needs
+        self._entries.append(_Unit(ops, ts, run, now, needs))
 
     def due(self, now: float, *, force: bool = False) -> int:
-        """How many entries to hand over now (0: keep waiting)."""
+        """How many units to hand over now (0: keep waiting)."""
         entries = self._entries
         if not entries:
             return 0
@@ -73,7 +83,8 @@ class PendingOps:
             return len(entries)
         if self.needs < self._size:
             return 0
-        # Whole fetch batches: the shortest prefix holding a multiple of buffer_size updates.
+        # Whole fetch batches: the shortest run of units holding a multiple of buffer_size
+        # updates.
         target = self.needs - self.needs % self._size
         count = needs = 0
         for entry in entries:
@@ -83,26 +94,42 @@ class PendingOps:
                 break
         return count
 
+    def group(self, count: int) -> int:
+        """Of the first ``count`` units, how many make the first fetch group.
+
+        That is the shortest prefix holding ``buffer_size`` updates to fetch, or all ``count``:
+        groups fetched at once each make full queries.
+        """
+        if not self._fetching:
+            return count
+        needs = 0
+        for taken, unit in enumerate(self._entries, start=1):
+            needs += unit.needs
+            if needs >= self._size or taken >= count:
+                return taken
+        return count
+
     def remaining(self, now: float) -> float:
-        """Seconds until the oldest waiting entry must be handed over (0: now)."""
+        """Seconds until the oldest waiting unit must be handed over (0: now)."""
         if not self._entries:
             return 0.0
         return max(0.0, self._duration - (now - self._entries[0].arrived))
 
     def take(self, count: int, position: Position) -> tuple[list[Op], Position]:
-        """The ops of the first ``count`` entries (in order) and the position after them.
+        """The ops of the first ``count`` units (in order) and the position after them.
 
-        That is ``position`` passed over each entry taken: only the run of entries sharing the
-        last one's timestamp matters (usually one entry), so only that run is counted.
+        That is ``position`` passed over each unit's entries: only the run of entries sharing
+        the last timestamp matters, so only that run is counted.
         """
-        ops: list[Op] = []
         entries = self._entries
-        taken = [entries.popleft() for _ in range(count)]
-        for entry in taken:
-            ops += entry.ops
-            self.needs -= entry.needs
-        last = taken[-1].ts
-        run = 1
-        while run < len(taken) and taken[-run - 1].ts == last:
-            run += 1
-        return ops, position.passed(last, run)
+        if count == 1:
+            unit = entries.popleft()
+            self.needs -= unit.needs
+            return unit.ops, position.passed(unit.ts, unit.run)
+        ops: list[Op] = []
+        for _ in range(count):
+            unit = entries.popleft()
+            ops += unit.ops
+            self.needs -= unit.needs
+            position = position.passed(unit.ts, unit.run)
+        return ops, position

@@ -5,11 +5,14 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+import bson
 import pytest
 from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
+from pymongo.errors import OperationFailure
 
 import gtom
+from gtom._async.oplog import OplogCursor
 from tests._async.helpers import assert_quiet, collect, in_db
 from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 
@@ -274,20 +277,54 @@ async def test_unreachable_server_is_reported_within_the_selection_timeout(
         gc.collect()
 
 
-async def test_pymongos_next_batch_reads_one_server_batch_decoded_into_dicts(
+async def test_the_oplog_cursor_gives_each_server_batch_as_one_undecoded_array(
     async_client: Any, db_name: str
 ) -> None:
-    # The tailer reads with cursor._next_batch (what pymongo's to_list uses): a private method,
-    # so this pins what gtom relies on, one server batch per call, in the cursor's codec.
-    await async_client[db_name].c.insert_many([{"_id": i} for i in range(5)])
-    cursor = async_client[db_name].c.find({}, batch_size=2)
-    batches: list[list[Any]] = []
+    # The tailer reads an OplogCursor (a pymongo cursor whose replies keep their batch as BSON)
+    # with cursor._next_batch, what pymongo's to_list uses: private, so this pins what gtom
+    # relies on: one server batch per call, as one bytes object, the BSON array of the batch.
+    await async_client[db_name].c.insert_many([{"_id": i, "ui": i} for i in range(5)])
+    cursor = OplogCursor(async_client[db_name].c, {}, {"ui": 0}, batch_size=2)
+    batches: list[bytes] = []
     while True:
         batch: list[Any] = []
         if not await cursor._next_batch(batch):
             break
-        batches.append(batch)
+        assert len(batch) == 1 and isinstance(batch[0], bytes)
+        batches.append(batch[0])
     await cursor.close()
-    assert [len(b) for b in batches] == [2, 2, 1]
-    assert all(type(document) is dict for batch in batches for document in batch)
-    assert [d["_id"] for b in batches for d in b] == list(range(5))
+    decoded = [list(bson.decode(raw).values()) for raw in batches]
+    assert [len(b) for b in decoded] == [2, 2, 1]
+    assert [d for b in decoded for d in b] == [{"_id": i} for i in range(5)]  # projected
+
+
+async def test_the_oplog_cursor_raises_the_servers_errors_as_pymongo_does(
+    async_client: Any, db_name: str
+) -> None:
+    cursor = OplogCursor(async_client[db_name].c, {"$bad": 1})
+    with pytest.raises(OperationFailure):
+        await cursor._next_batch([])
+    await cursor.close()
+
+
+async def test_batches_hold_every_op_waiting_in_order(async_client: Any, db_name: str) -> None:
+    coll = async_client[db_name].c
+    options = gtom.Options(namespace_filter=in_db(db_name), channel_size=500)
+    async with await gtom.start_async(async_client, options) as ctx:
+        await coll.insert_many([{"_id": i} for i in range(300)])
+        taken: list[gtom.Op] = []
+        sizes = []
+        async for batch in ctx.batches():
+            assert batch, "a batch is never empty"
+            sizes.append(len(batch))
+            taken += batch
+            if len(taken) >= 300:
+                break
+        await coll.insert_many([{"_id": i} for i in range(300, 310)])
+        async for batch in ctx.batches(max_items=4):
+            assert 1 <= len(batch) <= 4
+            taken += batch
+            if len(taken) >= 310:
+                break
+    assert [op.id for op in taken] == list(range(310))
+    assert max(sizes) > 1  # a server batch came out as one, not op by op

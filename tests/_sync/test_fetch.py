@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import pytest
-from pymongo import UpdateOne
+from pymongo import UpdateOne, monitoring
 
 import gtom
 from tests._sync._tcompat import Background, in_thread
@@ -160,3 +160,49 @@ def test_updates_before_a_drop_come_before_it_without_their_documents(
     assert [op.id for op in updates] == list(range(5)) and drop.is_drop()
     # Fetched after the drop (None) or before it (the document): never anything else.
     assert all(op.data in (None, {"_id": op.id, "v": 1}) for op in updates)
+
+
+class _InFlight(monitoring.CommandListener):
+    """The most fetches (``find`` on one collection) a client had in flight at once."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self.running: set[int] = set()
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and event.command["find"] == self.collection:
+            with self._lock:
+                self.running.add(event.request_id)
+                self.most = max(self.most, len(self.running))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        with self._lock:
+            self.running.discard(event.request_id)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        with self._lock:
+            self.running.discard(event.request_id)
+
+
+@pytest.mark.failpoints
+def test_the_tailer_reads_on_while_documents_are_fetched(server: TestServer, db_name: str) -> None:
+    # With one fetch worker, fetches still overlap: while a slow fetch runs, the tailer reads
+    # and decodes the next entries and starts their fetch, and order holds.
+    in_flight = _InFlight("c")
+    client: Any = server.client(event_listeners=[in_flight])
+    try:
+        coll = client[db_name].c
+        coll.insert_many([{"_id": i, "v": 0} for i in range(200)])
+        options = gtom.Options(namespace_filter=in_db(db_name), buffer_size=10, worker_count=1)
+        with gtom.start(client, options) as ctx:
+            with server.fail_command(["find"], block_ms=150):
+                for i in range(200):
+                    coll.update_one({"_id": i}, {"$set": {"v": 1}})
+                ops = collect(ctx, 200, timeout=60)
+    finally:
+        client.close()
+    assert [op.id for op in ops] == list(range(200))
+    assert all(op.data == {"_id": op.id, "v": 1} for op in ops)
+    assert in_flight.most >= 2, in_flight.most

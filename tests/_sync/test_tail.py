@@ -6,11 +6,14 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+import bson
 import pytest
 from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
+from pymongo.errors import OperationFailure
 
 import gtom
+from gtom._sync.oplog import OplogCursor
 from tests._sync.helpers import assert_quiet, collect, in_db
 from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 
@@ -251,20 +254,54 @@ def test_unreachable_server_is_reported_within_the_selection_timeout(
         gc.collect()
 
 
-def test_pymongos_next_batch_reads_one_server_batch_decoded_into_dicts(
+def test_the_oplog_cursor_gives_each_server_batch_as_one_undecoded_array(
     client: Any, db_name: str
 ) -> None:
-    # The tailer reads with cursor._next_batch (what pymongo's to_list uses): a private method,
-    # so this pins what gtom relies on, one server batch per call, in the cursor's codec.
-    client[db_name].c.insert_many([{"_id": i} for i in range(5)])
-    cursor = client[db_name].c.find({}, batch_size=2)
-    batches: list[list[Any]] = []
+    # The tailer reads an OplogCursor (a pymongo cursor whose replies keep their batch as BSON)
+    # with cursor._next_batch, what pymongo's to_list uses: private, so this pins what gtom
+    # relies on: one server batch per call, as one bytes object, the BSON array of the batch.
+    client[db_name].c.insert_many([{"_id": i, "ui": i} for i in range(5)])
+    cursor = OplogCursor(client[db_name].c, {}, {"ui": 0}, batch_size=2)
+    batches: list[bytes] = []
     while True:
         batch: list[Any] = []
         if not cursor._next_batch(batch):
             break
-        batches.append(batch)
+        assert len(batch) == 1 and isinstance(batch[0], bytes)
+        batches.append(batch[0])
     cursor.close()
-    assert [len(b) for b in batches] == [2, 2, 1]
-    assert all(type(document) is dict for batch in batches for document in batch)
-    assert [d["_id"] for b in batches for d in b] == list(range(5))
+    decoded = [list(bson.decode(raw).values()) for raw in batches]
+    assert [len(b) for b in decoded] == [2, 2, 1]
+    assert [d for b in decoded for d in b] == [{"_id": i} for i in range(5)]  # projected
+
+
+def test_the_oplog_cursor_raises_the_servers_errors_as_pymongo_does(
+    client: Any, db_name: str
+) -> None:
+    cursor = OplogCursor(client[db_name].c, {"$bad": 1})
+    with pytest.raises(OperationFailure):
+        cursor._next_batch([])
+    cursor.close()
+
+
+def test_batches_hold_every_op_waiting_in_order(client: Any, db_name: str) -> None:
+    coll = client[db_name].c
+    options = gtom.Options(namespace_filter=in_db(db_name), channel_size=500)
+    with gtom.start(client, options) as ctx:
+        coll.insert_many([{"_id": i} for i in range(300)])
+        taken: list[gtom.Op] = []
+        sizes = []
+        for batch in ctx.batches():
+            assert batch, "a batch is never empty"
+            sizes.append(len(batch))
+            taken += batch
+            if len(taken) >= 300:
+                break
+        coll.insert_many([{"_id": i} for i in range(300, 310)])
+        for batch in ctx.batches(max_items=4):
+            assert 1 <= len(batch) <= 4
+            taken += batch
+            if len(taken) >= 310:
+                break
+    assert [op.id for op in taken] == list(range(310))
+    assert max(sizes) > 1  # a server batch came out as one, not op by op

@@ -17,6 +17,8 @@ from typing import Any, Generic, TypeVar
 
 __all__ = [
     "Gather",
+    "Job",
+    "Jobs",
     "Lock",
     "Prefetcher",
     "Signal",
@@ -70,6 +72,49 @@ class Prefetcher(Generic[T]):
 
 async def _call(fn: Callable[[], Awaitable[T]]) -> T:
     return await fn()
+
+
+class Job(Generic[T]):
+    """A job begun by `Jobs.start`: poll it, wait for its result, or cancel it."""
+
+    __slots__ = ("_task",)
+
+    def __init__(self, task: asyncio.Task[T]) -> None:
+        """Wrap the task running the job."""
+        self._task = task
+        task.add_done_callback(_retrieve)
+
+    def done(self) -> bool:
+        """Whether the job has ended."""
+        return self._task.done()
+
+    async def result(self) -> T:
+        """Wait for the job; its value (or its error, raised)."""
+        return await self._task
+
+    def cancel(self) -> None:
+        """Give up on the job: it stops at its next await, and its result is dropped."""
+        self._task.cancel()
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # an abandoned job's error is not worth a warning
+
+
+class Jobs:
+    """Starts jobs in the background: tasks here, threads of a pool in the threaded twin."""
+
+    def __init__(self, limit: int, name: str) -> None:
+        """Run up to ``limit`` jobs at once (the threaded twin's pool size); ``name`` names them."""
+        self._name = name
+
+    def start(self, fn: Callable[[], Awaitable[T]]) -> Job[T]:
+        """Begin ``fn()``."""
+        return Job(asyncio.get_running_loop().create_task(_call(fn), name=self._name))
+
+    def close(self) -> None:
+        """Release what the jobs ran on (nothing to do on an event loop)."""
 
 
 class Gather:

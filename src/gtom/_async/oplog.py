@@ -15,10 +15,13 @@ chosen once from their `gtom._servers.ServerTraits`); mongod needs none.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+import bson
 from bson import Timestamp
 from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient, CursorType
@@ -26,10 +29,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import OperationFailure, PyMongoError
 
-from gtom._async._compat import Prefetcher, Signal, sleep_until_set
+from gtom._async._compat import Job, Jobs, Prefetcher, Signal, sleep_until_set
 from gtom._async.fetch import Fetcher, delta
 from gtom._async.queue import Lane, OpQueue, QueueClosed
 from gtom._backoff import Backoff
+from gtom._batch_reply import split_batch
 from gtom._decode_oplog import OplogDecoder
 from gtom._errors import (
     DecodeError,
@@ -59,10 +63,41 @@ __all__ = [
 MAX_AWAIT_MS = 500
 #: Entries per batch: small enough that reading the next batch overlaps delivering this one.
 BATCH_SIZE = 1000
+#: Groups of ops whose documents are being fetched while the tailer reads on (bounds memory).
+FETCHES_AHEAD = 4
 _ZERO = Timestamp(0, 0)
 
 Client = AsyncMongoClient[Any]
-OplogCursor = AsyncCursor[dict[str, Any]]
+
+
+class OplogCursor(AsyncCursor[dict[str, Any]]):
+    """A cursor whose batches stay BSON until the tailer decodes them.
+
+    pymongo decodes a reply as it arrives, before the next ``getMore`` can be sent. This cursor
+    leaves the batch's documents as the BSON of their array (`gtom._batch_reply`), so the tailer
+    sends the next ``getMore`` first and decodes while the server works on it. Each "document"
+    of its batches is one such array (`_read` / `_decode_batch`).
+    """
+
+    def _unpack_response(
+        self,
+        response: Any,
+        cursor_id: int | None,
+        codec_options: Any,
+        user_fields: Mapping[str, Any] | None = None,
+        legacy_response: bool = False,
+    ) -> Any:
+        split = None if legacy_response else split_batch(response.payload_document)
+        if split is None:  # an error, or a shape not seen before: pymongo's own way
+            return super()._unpack_response(
+                response, cursor_id, codec_options, user_fields, legacy_response
+            )
+        return [split]
+
+
+#: Fields of an oplog entry gtom never reads, left on the server: ``ui`` (the collection's UUID)
+#: alone costs about a quarter of decoding an insert's entry.
+_UNREAD_FIELDS = {"ui": 0}
 
 
 def dict_codec(client: Client) -> CodecOptions[dict[str, Any]]:
@@ -197,6 +232,11 @@ class OplogTailer:
         # Decoded entries wait here while their updates' documents are fetched together.
         self._pending = PendingOps(options.buffer_size, options.buffer_duration, fetching=fetching)
         self._fetcher = Fetcher(client, options, err_c, self._halt) if fetching else None
+        # Ops taken from _pending, in order, each group with its fetch (None: nothing to fetch)
+        # and the position after it; handed over once fetched. _taken: the last one's position.
+        self._ahead: deque[tuple[Job[None] | None, list[Op], Position]] = deque()
+        self._taken = position
+        self._jobs = Jobs(FETCHES_AHEAD, "gtom-fetch-ahead")
 
     def halt(self) -> None:
         """Make `run` end soon (it also ends when the lane is cancelled or the queue closed)."""
@@ -217,6 +257,8 @@ class OplogTailer:
             self._fail(GtomError(f"internal error while tailing the oplog: {e!r}"))
             self._log.exception("gtom: internal error while tailing the oplog")
         finally:
+            self._drop_ahead()
+            self._jobs.close()
             if self._fetcher is not None:
                 self._fetcher.close()
 
@@ -264,7 +306,7 @@ class OplogTailer:
         anything newer is read.
         """
         pauses = self._begin_read()
-        cursor = self._open_tailable()
+        cursor = self._find(tailable=True)
         try:
             first = await self._fetch(cursor)
             await self._verify_history(first)
@@ -281,16 +323,32 @@ class OplogTailer:
     def _begin_read(self) -> int:
         """Start reading from the position again; the pause count to watch."""
         self._read_ts = self.position.ts
-        self._pending.clear()  # what was not handed over is read again from the position
+        # What was not handed over is read again from the position.
+        self._pending.clear()
+        self._drop_ahead()
         return self._op_c.pause_count
 
-    def _open_tailable(self) -> OplogCursor:
-        cursor: OplogCursor = self._oplog.find(
+    def _drop_ahead(self) -> None:
+        for job, _, _ in self._ahead:
+            if job is not None:
+                job.cancel()
+        self._ahead.clear()
+        self._taken = self.position
+
+    def _find(self, *, tailable: bool) -> OplogCursor:
+        """A cursor over the entries from the position on (``tailable``: and those to come).
+
+        Its batches arrive as raw BSON: the next one is requested before this one is decoded.
+        """
+        cursor = OplogCursor(
+            self._oplog,
             {"ts": {"$gte": self.position.ts}},
-            cursor_type=CursorType.TAILABLE_AWAIT,
+            None if self._traits.projection_scans else _UNREAD_FIELDS,
+            cursor_type=CursorType.TAILABLE_AWAIT if tailable else CursorType.NON_TAILABLE,
             batch_size=BATCH_SIZE,
         )
-        cursor.max_await_time_ms(MAX_AWAIT_MS)
+        if tailable:
+            cursor.max_await_time_ms(MAX_AWAIT_MS)
         return cursor
 
     async def _pump(self, cursor: OplogCursor, re_read: ReRead, pauses: int) -> bool:
@@ -299,10 +357,13 @@ class OplogTailer:
         True when the cursor ended; False when paused, halted or replaced. A batch read but not
         delivered is not lost: the position has not moved past it.
         """
-        reader: Prefetcher[list[dict[str, Any]] | None] = Prefetcher("gtom-oplog-reader")
+        reader: Prefetcher[bytes | None] = Prefetcher("gtom-oplog-reader")
         try:
-            reader.start(lambda: self._fetch(cursor))
+            reader.start(lambda: self._read(cursor))
             while True:
+                # Nothing read yet: hand over what was being fetched meanwhile.
+                if self._ahead and not await reader.wait(0) and not await self._hand_over(keep=0):
+                    return False
                 if len(self._pending):
                     # Ops wait for a fetch batch: hand them over when their time is up, even
                     # if the server sends nothing meanwhile.
@@ -313,12 +374,13 @@ class OplogTailer:
                         if not await self._flush():
                             return False
                         continue
-                entries = await reader.result()
+                raw = await reader.result()
                 if self._op_c.pause_count != pauses or self._halted():
                     return False
                 more = cursor.alive
                 if more:
-                    reader.start(lambda: self._fetch(cursor))
+                    reader.start(lambda: self._read(cursor))
+                entries = self._decode_batch(raw)  # while the server works on the next batch
                 if entries:
                     if not await self._deliver(entries, re_read):
                         return False
@@ -330,15 +392,30 @@ class OplogTailer:
             await reader.close()
 
     async def _fetch(self, cursor: OplogCursor) -> list[dict[str, Any]] | None:
-        """The next batch's entries (None for an empty batch)."""
-        entries: list[dict[str, Any]] = []
-        # One server batch at a time, decoded by pymongo straight into dicts: the same private
-        # method its public to_list() uses (tests/_async/test_tail.py pins what gtom relies on).
-        if not await cursor._next_batch(entries):
+        """The next batch's entries, decoded (None for an empty batch)."""
+        return self._decode_batch(await self._read(cursor))
+
+    async def _read(self, cursor: OplogCursor) -> bytes | None:
+        """The next server batch, as the BSON of its entries (None for an empty batch)."""
+        batches: list[Any] = []
+        # One server batch at a time: the same private method pymongo's public to_list() uses
+        # (tests/_async/test_tail.py pins what gtom relies on). This cursor gives one bytes
+        # object per batch (the BSON array of its documents), or, in a reply of a shape it does
+        # not split, the documents decoded.
+        if not await cursor._next_batch(batches):
             return None  # an empty batch: nothing new within the await time
-        if isinstance(entries[-1].get("ts"), Timestamp):
+        if len(batches) == 1 and isinstance(batches[0], bytes):
+            return batches[0]
+        return bson.encode({str(i): document for i, document in enumerate(batches)})
+
+    def _decode_batch(self, raw: bytes | None) -> list[dict[str, Any]] | None:
+        """A batch's entries, decoded with the client's codec options (None stays None)."""
+        if raw is None:
+            return None
+        entries: list[dict[str, Any]] = list(bson.decode(raw, self._codec).values())
+        if entries and isinstance(entries[-1].get("ts"), Timestamp):
             self._read_ts = entries[-1]["ts"]
-        return entries
+        return entries or None
 
     async def _verify_history(self, first: list[dict[str, Any]] | None) -> None:
         """Make sure the oplog still reaches back to the position (raise `HistoryLostError`).
@@ -374,40 +451,93 @@ class OplogTailer:
     # -- entries to ops ------------------------------------------------------------------------
 
     async def _deliver(self, entries: list[dict[str, Any]], re_read: ReRead) -> bool:
-        """Decode one batch and hand over what is due; False when the lane was cancelled."""
-        now = time.monotonic()
-        delta_mode = self._options.update_data_as_delta
+        """Decode one batch, add its ops to the pending ones, hand over what is due.
+
+        The batch goes in as one unit, or, when updates' documents are fetched, as one unit per
+        whole fetch batch of updates (so that no fetch is cut short). False if cancelled.
+        """
         decode = self._decoder.decode
-        add = self._pending.add
+        admit = re_read.admit
+        pending = self._pending
+        fetching = self._fetcher is not None
+        size = self._options.buffer_size
+        now = time.monotonic()
+        ops: list[Op] = []
+        last: Timestamp | None = None
+        run = 0  # entries admitted at ``last``, at the end of the unit
+        needs = 0  # updates in the unit whose documents are to be fetched
         for entry in entries:
             ts = entry.get("ts")
             if ts.__class__ is not Timestamp and not isinstance(ts, Timestamp):
                 raise DecodeError("an oplog entry has no valid 'ts'", entry)
-            if not re_read.admit(ts):
+            if not admit(ts):
                 continue
             try:
-                ops = decode(entry)
+                new = decode(entry)
             except IncompleteChainError:
-                ops = await self._decode_chain(entry)
-            if delta_mode:
+                new = await self._decode_chain(entry)
+            if ts == last:
+                run += 1
+            else:
+                last, run = ts, 1
+            if not new:
+                continue
+            ops += new
+            if fetching:
+                for op in new:
+                    if op.operation == "u" and op.data is None:
+                        needs += 1
+                if needs and (pending.needs + needs) % size == 0:
+                    pending.add(ops, last, now, run, needs=needs)
+                    ops, last, run, needs = [], None, 0, 0
+        if last is not None:
+            if self._options.update_data_as_delta:
                 for op in ops:
                     if op.operation == "u" and op.data is None:
                         op.data = delta(op)
-            add(ops, ts, now)
+            pending.add(ops, last, now, run, needs=needs if fetching else 0)
         return await self._flush()
 
     async def _flush(self, *, force: bool = False) -> bool:
-        """Queue the waiting ops that are due, documents fetched, in order; False if cancelled."""
-        while count := self._pending.due(time.monotonic(), force=force):
-            ops, position = self._pending.take(count, self.position)
-            if self._fetcher is not None:
-                await self._fetcher.fill(ops)
+        """Hand over the waiting ops that are due, in order; False if the lane was cancelled.
+
+        Their documents are fetched in the background (at most `FETCHES_AHEAD` groups at a
+        time) while the tailer reads on; ``force`` hands over everything, fetched, at once.
+        """
+        pending = self._pending
+        while count := pending.due(time.monotonic(), force=force):
+            while count:
+                group = pending.group(count)
+                count -= group
+                needs = pending.needs
+                ops, self._taken = pending.take(group, self._taken)
+                job = None
+                if self._fetcher is not None and pending.needs < needs:
+                    job = self._jobs.start(functools.partial(self._fetcher.fill, ops))
+                self._ahead.append((job, ops, self._taken))
+                if not await self._hand_over(keep=FETCHES_AHEAD):
+                    return False
+        return await self._hand_over(keep=0 if force else FETCHES_AHEAD)
+
+    async def _hand_over(self, *, keep: int) -> bool:
+        """Queue the fetched groups in order; the position follows. False if cancelled.
+
+        While more than ``keep`` groups are still being fetched, it waits for the oldest.
+        """
+        ahead = self._ahead
+        keep_filter = self._options.filter
+        while ahead:
+            job, ops, position = ahead[0]
+            if job is not None:
+                if not job.done() and len(ahead) <= keep:
+                    break
+                await job.result()
+            ahead.popleft()
             if self._shard is not None:
                 for op in ops:
                     op.shard = self._shard
-            keep = self._options.filter
-            if keep is not None:
-                ops = [op for op in ops if call_user("filter", keep, op)]
+            if keep_filter is not None:
+                ops = [op for op in ops if call_user("filter", keep_filter, op)]
             if ops and not await self._queue(ops):
                 return False
             self.position = position

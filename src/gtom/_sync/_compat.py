@@ -20,6 +20,8 @@ from typing import Generic, TypeVar
 
 __all__ = [
     "Gather",
+    "Job",
+    "Jobs",
     "Lock",
     "Prefetcher",
     "Signal",
@@ -64,6 +66,50 @@ class Prefetcher(Generic[T]):
         """Wait for the read in progress, if any, and end the helper thread."""
         self._future = None
         self._pool.shutdown(wait=True)
+
+
+class Job(Generic[T]):
+    """A job begun by `Jobs.start`: poll it, wait for its result, or cancel it."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: Future[T]) -> None:
+        """Wrap the future of the job."""
+        self._future = future
+
+    def done(self) -> bool:
+        """Whether the job has ended."""
+        return self._future.done()
+
+    def result(self) -> T:
+        """Wait for the job; its value (or its error, raised)."""
+        return self._future.result()
+
+    def cancel(self) -> None:
+        """Give up on the job: a job not started never runs; a running one's result is dropped."""
+        self._future.cancel()
+
+
+class Jobs:
+    """Starts jobs in the background on a pool of threads (tasks in the asyncio twin)."""
+
+    def __init__(self, limit: int, name: str) -> None:
+        """Run up to ``limit`` jobs at once on threads named after ``name`` (made on first use)."""
+        self._limit = max(1, limit)
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self, fn: Callable[[], T]) -> Job[T]:
+        """Begin ``fn()``."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._limit, thread_name_prefix=self._name)
+        return Job(self._pool.submit(fn))
+
+    def close(self) -> None:
+        """End the pool's threads once their jobs are done (without waiting for them)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 class Gather:

@@ -68,7 +68,7 @@ class CatchUpTailer(OplogTailer):
         pauses = self._begin_read()
         if not self._catch_up(pauses, first_read=True):
             return
-        cursor = self._open_tailable()
+        cursor = self._find(tailable=True)
         try:
             first = self._fetch(cursor)
             self._verify_history(first)
@@ -92,7 +92,7 @@ class CatchUpTailer(OplogTailer):
         ``first_read``: the read made before the cursor opens, which verifies history first.
         False when paused or halted.
         """
-        cursor = self._oplog.find({"ts": {"$gte": self.position.ts}}, batch_size=BATCH_SIZE)
+        cursor = self._find(tailable=False)
         re_read = self.position.re_read()
         try:
             if first_read:
@@ -104,12 +104,15 @@ class CatchUpTailer(OplogTailer):
         finally:
             cursor.close()
 
-    def _fetch(self, cursor: OplogCursor) -> list[dict[str, Any]] | None:
+    def _read(self, cursor: OplogCursor) -> bytes | None:
         if self._blocked >= HISTORY_CHECK_SECONDS:
             # Waited long on the consumer: make sure nothing after the newest entry read is gone.
             self._blocked = 0.0
             self._check_history(self._read_ts)
-        entries = super()._fetch(cursor)
+        return super()._read(cursor)
+
+    def _decode_batch(self, raw: bytes | None) -> list[dict[str, Any]] | None:
+        entries = super()._decode_batch(raw)
         if entries:
             self._entries_read += len(entries)
         return entries
