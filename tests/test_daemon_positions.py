@@ -8,6 +8,8 @@ import math
 import bson
 from bson import Int64, ObjectId, Timestamp, json_util
 from bson.codec_options import CodecOptions
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gtom import Op, Source, Txn
 from gtom._extjson import output_codec_options
@@ -125,3 +127,43 @@ def test_change_stream_transaction_ids_survive_a_restart_in_mid_transaction() ->
     again.resume("stream:db", Position(T1, 1))
     later = [again.make(stream_op(d, d - 1), "stream:db").id for d in (1, 2)]
     assert later == ids[1:]
+
+
+_lanes = st.sampled_from([("oplog", None), ("shard", "s1"), ("shard", "s2"), ("stream", "x")])
+
+
+@given(
+    plan=st.lists(st.tuples(_lanes, st.integers(0, 3), st.booleans()), max_size=30),
+    cut=st.integers(0, 30),
+)
+def test_confirming_a_batch_is_confirming_its_ops_one_by_one(
+    plan: list[tuple[tuple[str, str | None], int, bool]], cut: int
+) -> None:
+    # Each lane's timestamps never go down; lanes interleave as they do in op_c.
+    clocks: dict[str, int] = {}
+    ops = []
+    for (kind, name), step, with_token in plan:
+        key = f"{kind}:{name}"
+        clocks[key] = clocks.get(key, 1) + step
+        ts = Timestamp(100, clocks[key])
+        if kind == "stream":
+            token = {"_data": f"{ts.inc}"} if with_token else None
+            ops.append(
+                Op(
+                    "i",
+                    "db.c",
+                    id=1,
+                    timestamp=ts,
+                    source=Source.CHANGE_STREAM,
+                    stream_id=name,
+                    resume_token=token,
+                )
+            )
+        else:
+            ops.append(Op("i", "db.c", id=1, timestamp=ts, shard=name))
+    one_by_one, batched = Checkpoint(), Checkpoint()
+    for o in ops:
+        confirm(one_by_one, [o])
+    confirm(batched, ops[:cut])
+    confirm(batched, ops[cut:])
+    assert batched.to_document() == one_by_one.to_document()

@@ -13,6 +13,9 @@ events confirmed) or done again. Every position is a `gtom._position.Position`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+from bson import Timestamp
 
 from gtom._op import Op, Source
 from gtom._position import Position, ReRead
@@ -30,25 +33,49 @@ def lane_of(op: Op) -> str:
     return "oplog" if op.shard is None else f"shard:{op.shard}"
 
 
-def _passed(position: Position | None, op: Op) -> Position:
-    assert op.timestamp is not None
-    return Position(op.timestamp, 1) if position is None else position.passed(op.timestamp)
+def _passed(position: Position | None, ts: Timestamp, count: int) -> Position:
+    return Position(ts, count) if position is None else position.passed(ts, count)
 
 
 def confirm(checkpoint: Checkpoint, ops: Iterable[Op]) -> None:
-    """Record in ``checkpoint`` that ``ops`` (the next ones in delivery order) were delivered."""
+    """Record in ``checkpoint`` that ``ops`` (the next ones in delivery order) were delivered.
+
+    Each lane's ops come in timestamp order, so a lane moves to its last op's timestamp, past
+    the run of ops that share it: one position per lane and call, whatever the number of ops.
+    """
+    runs: dict[str | None, list[Any]] = {}  # shard (None: the oplog) -> [ts, run]
+    streams: dict[str, list[Any]] = {}  # stream id -> [ts, run, token]
     for op in ops:
-        if op.source is Source.DIRECT_READ or op.timestamp is None:
+        ts = op.timestamp
+        if op.source is Source.DIRECT_READ or ts is None:
             continue
         if op.source is Source.CHANGE_STREAM:
-            stream = checkpoint.streams.setdefault(op.stream_id or "", StreamMark())
-            stream.mark = _passed(stream.mark, op)
-            if op.resume_token is not None:
-                stream.token = op.resume_token
-        elif op.shard is not None:
-            checkpoint.shards[op.shard] = _passed(checkpoint.shards.get(op.shard), op)
+            run = streams.get(op.stream_id or "")
+            if run is None:
+                streams[op.stream_id or ""] = [ts, 1, op.resume_token]
+            else:
+                run[1] = run[1] + 1 if run[0] == ts else 1
+                run[0] = ts
+                if op.resume_token is not None:
+                    run[2] = op.resume_token
+            continue
+        run = runs.get(op.shard)
+        if run is None:
+            runs[op.shard] = [ts, 1]
+        elif run[0] == ts:
+            run[1] += 1
         else:
-            checkpoint.oplog = _passed(checkpoint.oplog, op)
+            run[0], run[1] = ts, 1
+    for shard, (ts, count) in runs.items():
+        if shard is None:
+            checkpoint.oplog = _passed(checkpoint.oplog, ts, count)
+        else:
+            checkpoint.shards[shard] = _passed(checkpoint.shards.get(shard), ts, count)
+    for sid, (ts, count, token) in streams.items():
+        stream = checkpoint.streams.setdefault(sid, StreamMark())
+        stream.mark = _passed(stream.mark, ts, count)
+        if token is not None:
+            stream.token = token
 
 
 class Skipper:

@@ -266,6 +266,8 @@ class _Delivery:
     ) -> None:
         started = self._started
         delivery = self.config.delivery
+        skip, make = started.skipper.skip, started.maker.make
+        events_in = self.metrics.events_in
         batch = Batch()
         deadline = 0.0
         copies_done = False
@@ -273,7 +275,8 @@ class _Delivery:
             copied = bool(started.copies) and ctx.copied
             wait = min(0.5, max(0.0, deadline - time.monotonic())) if batch else 0.5
             try:
-                op = await ctx.op_c.get(timeout=wait)
+                # Every op waiting, up to a full batch: ops leave op_c a server batch at a time.
+                ops = await ctx.op_c.get_many(delivery.batch_size - len(batch), timeout=wait)
             except gtom.HistoryLostError:
                 if batch:  # what came before the gap is good: deliver it first
                     await self._hand_over(batches, batch, sender)
@@ -287,18 +290,20 @@ class _Delivery:
                 continue
             except gtom.StoppedError:
                 break  # a copy-only run is complete
-            lane = lane_of(op)
-            if started.skipper.skip(op, lane):
-                continue
+            if not batch:
+                deadline = time.monotonic() + delivery.batch_wait
             if copied and not copies_done:
-                batch.copies_done = copies_done = True  # every copied document is before this op
-            batch.add(started.maker.make(op, lane), op)
+                batch.copies_done = copies_done = True  # every copied document is before these
+            before = len(batch)
+            for op in ops:
+                lane = lane_of(op)
+                if skip(op, lane):
+                    continue
+                batch.add(make(op, lane), op)
+                events_in[(op.namespace, op.operation)] += 1
+            self.metrics.queue_depth += len(batch) - before
             if started.copies and not copied and ctx.op_c.empty():
                 self._note_copies(ctx, batch)
-            self.metrics.events_in[(op.namespace, op.operation)] += 1
-            self.metrics.queue_depth += 1
-            if len(batch) == 1:
-                deadline = time.monotonic() + delivery.batch_wait
             if len(batch) >= delivery.batch_size:
                 await self._hand_over(batches, batch, sender)
                 batch = Batch()
