@@ -238,3 +238,22 @@ def test_the_error_tree_in_the_docs_names_every_error_under_its_parent() -> None
         parent = cls.__mro__[1]
         if parent is not Exception:
             assert drawn[cls.__name__] > drawn[parent.__name__], cls.__name__
+
+
+def test_a_tail_filter_keeps_the_named_databases_and_collections_and_every_copy() -> None:
+    from gtom._namespaces import _ANSWERS_KEPT, tail_filter
+
+    keep = tail_filter(["shop", "crm.people"])
+    assert keep is not None and tail_filter([]) is None
+
+    def op(ns: str, source: gtom.Source = gtom.Source.OPLOG) -> gtom.Op:
+        return gtom.Op("i", ns, id=1, source=source)
+
+    for _ in range(2):  # asked again: the same answers
+        assert keep(op("shop.orders")) and keep(op("crm.people"))
+        assert not keep(op("crm.deals")) and not keep(op("shopping.x"))
+        assert keep(op("other.x", gtom.Source.DIRECT_READ))
+    for i in range(_ANSWERS_KEPT + 5):  # many namespaces: still right
+        assert keep(op(f"shop.c{i}")) and not keep(op(f"x{i}.c"))
+    with pytest.raises(ValueError, match="namespaces are"):
+        tail_filter(["db."])

@@ -202,14 +202,18 @@ def print_ops(ctx: gtom.OpCtx, out: TextIO, lines: OpLines, *, what: str = "") -
         doing = f"{copying}, then {doing}" if doing else copying
         threading.Thread(target=_report_copy, args=(ctx,), daemon=True).start()
     print(f"gtom: {doing}; stop with Ctrl-C", file=sys.stderr, flush=True)
-    write = out.write
-    line = lines.line
+    binary = getattr(out, "buffer", None)  # a real stream: write the JSON's bytes as they are
+    if binary is not None:
+        out.flush()
     try:
-        for op in ctx:
-            write(line(op))
-            write("\n")
-            if ctx.op_c.empty():
-                out.flush()  # batch lines while busy, show them at once while idle
+        for batch in ctx.batches():
+            text = lines.lines(batch)
+            if binary is not None:
+                binary.write(text)
+            else:
+                out.write(text.decode())
+            if ctx.op_c.empty():  # batch lines while busy, show them at once while idle
+                (binary or out).flush()
     finally:
         ctx.stop()
     return EXIT_OK

@@ -67,6 +67,11 @@ class OpLines:
         """One op as a line of Extended JSON (no trailing newline)."""
         return self._json.dumps(op_document(op)).decode()
 
+    def lines(self, ops: list[Op]) -> bytes:
+        """Ops as lines of Extended JSON, each ending with a newline, as UTF-8 (ASCII)."""
+        dumps = self._json.dumps
+        return b"".join([dumps(op_document(op)) + b"\n" for op in ops])
+
 
 _LINES = {False: OpLines(), True: OpLines(canonical=True)}
 

@@ -65,6 +65,10 @@ def parse_position(text: str) -> Timestamp | None:
     return Timestamp(int(seconds), int(increment or 0))
 
 
+#: Namespaces whose answer a tail filter remembers (then it starts over: memory stays bounded).
+_ANSWERS_KEPT = 10_000
+
+
 def tail_filter(namespaces: Sequence[str]) -> Callable[[Op], bool] | None:
     """A filter keeping the tailed ops of ``namespaces`` (databases or ``db.collection``s).
 
@@ -79,11 +83,18 @@ def tail_filter(namespaces: Sequence[str]) -> Callable[[Op], bool] | None:
     exact = {ns for ns in namespaces if "." in ns}
     databases = {ns for ns in namespaces if "." not in ns}
 
+    answers: dict[str, bool] = {}  # per namespace: a handful, asked once per op
+
     def keep(op: Op) -> bool:
-        return (
-            op.source is Source.DIRECT_READ
-            or op.namespace in exact
-            or op.namespace.partition(".")[0] in databases
-        )
+        if op.source is Source.DIRECT_READ:
+            return True
+        namespace = op.namespace
+        answer = answers.get(namespace)
+        if answer is None:
+            if len(answers) >= _ANSWERS_KEPT:
+                answers.clear()
+            answer = namespace in exact or namespace.partition(".")[0] in databases
+            answers[namespace] = answer
+        return answer
 
     return keep

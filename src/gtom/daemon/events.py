@@ -26,7 +26,7 @@ from bson.binary import UuidRepresentation
 from gtom._extjson import ExtendedJSON
 from gtom._jsonl import op_document
 from gtom._op import Op, Source
-from gtom._position import Position
+from gtom._position import ALL, Position
 from gtom.consistent import key_of
 from gtom.daemon.sinks.base import Event
 
@@ -77,12 +77,13 @@ class EventMaker:
         self._dumps = ExtendedJSON(
             canonical=canonical, uuid_representation=uuid_representation
         ).dumps
-        self._lanes: dict[str, Position] = {}  # each lane's position: ops made into events
+        # Each lane's position, [ts, seen] as in a `Position` (mutable: one per op would cost).
+        self._lanes: dict[str, list[Any]] = {}
 
     def resume(self, lane: str, position: Position) -> None:
         """Continue ``lane`` after ``position``: its ops up to there were made into events."""
         if position.seen > 0:
-            self._lanes[lane] = position
+            self._lanes[lane] = [position.ts, position.seen]
 
     def index_at(self, op: Op, lane: str) -> int:
         """The index of ``op`` (the next op of ``lane``), counting it."""
@@ -90,9 +91,17 @@ class EventMaker:
         if op.source is Source.DIRECT_READ or ts is None:
             return 0
         last = self._lanes.get(lane)
-        position = Position(ts, 1) if last is None else last.passed(ts)
-        self._lanes[lane] = position
-        index = max(0, position.seen - 1)
+        if last is None:
+            self._lanes[lane] = [ts, 1]
+            seen = 1
+        elif last[0] == ts:  # Position.passed: one more at ts (ALL stays ALL)
+            if last[1] != ALL:
+                last[1] += 1
+            seen = last[1]
+        else:
+            last[0], last[1] = ts, 1
+            seen = 1
+        index = max(0, seen - 1)
         if op.txn is not None and op.source is Source.OPLOG:
             return op.txn.index  # from the oplog entries themselves: the same in every run
         # A change stream's txn index counts the events this process decoded, so after a
