@@ -301,3 +301,66 @@ async def test_a_broker_outage_is_retryable_and_nothing_is_lost(
     del failures, errors  # their tracebacks hold the producers' frames
     gc.collect()  # an error set on a future nobody looked at is logged when it is collected
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+# -- partitions: as Kafka's default partitioner chooses them -----------------------------------
+
+
+def test_murmur2_is_kafkas() -> None:
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+    from gtom.daemon.sinks.kafka import murmur2
+
+    # Kafka's own test vectors (Java's signed ints), then whatever else.
+    for text, java in [
+        ("21", -973932308),
+        ("foobar", -790332482),
+        ("a-little-bit-long-string", -985981536),
+        ("a-little-bit-longer-string", -1486304829),
+        ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+        ("abc", 479470107),
+    ]:
+        assert murmur2(text.encode()) == java & 0xFFFFFFFF
+    keys = [b"", *(key_of(d) for d in DOCUMENTS), *(bytes(range(n)) for n in range(1, 40))]
+    keys += [uuid.uuid4().bytes * n for n in range(1, 5)]
+    for key in keys:
+        assert murmur2(key) == aiokafka_murmur2(key)
+
+
+async def test_records_go_to_the_partition_kafkas_partitioner_picks(kafka_bootstrap: str) -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    topics = prefix()
+    documents = [*DOCUMENTS, *range(100), *(ObjectId() for _ in range(50))]
+    sent = [event("part", n, "shop.orders", d) for n, d in enumerate(documents)]
+    sink = sink_for(kafka_bootstrap, topics)
+    try:
+        await sink.send(sent)
+    finally:
+        await sink.close()
+    records = await read_all(kafka_bootstrap, [topics + "shop.orders"])
+    partitions = sorted({r.partition for r in records})
+    assert len(partitions) == 3  # the test broker's topics have 3
+    for record in records:
+        assert record.key is not None
+        assert record.partition == DefaultPartitioner()(record.key, partitions, partitions)
+    assert sorted(event_id(r) for r in records) == sorted(e.id for e in sent)
+
+
+async def test_a_batch_larger_than_a_record_batch_keeps_its_order(kafka_bootstrap: str) -> None:
+    topics = prefix()
+    payload = b'"' + b"x" * 2000 + b'"'
+    sent = [Event(f"big:{n}", "shop.orders", "u", "one-doc", payload) for n in range(400)]
+    sent += [Event(f"cmd:{n}", "shop.$cmd", "c", None, payload) for n in range(3)]
+    sink = sink_for(kafka_bootstrap, topics)
+    try:
+        await sink.send(sent)  # 800 KB for one partition: several record batches
+    finally:
+        await sink.close()
+    records = await read_all(kafka_bootstrap, [topics + "shop.orders", topics + "shop.-24cmd"])
+    orders = [event_id(r) for r in records if r.topic.endswith("orders")]
+    assert orders == [e.id for e in sent[:400]]  # one key: one partition, in order
+    commands = [r for r in records if r.topic.endswith("cmd")]
+    assert [event_id(r) for r in commands] == ["cmd:0", "cmd:1", "cmd:2"]
+    stored = await record_batches(kafka_bootstrap, topics + "shop.orders")
+    assert len(stored) > 1

@@ -12,11 +12,12 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -30,6 +31,7 @@ from gtom.daemon.sinks import (
     StdoutSink,
     WebhookSink,
 )
+from tests.broker_fixtures import Broker, stream_entries
 
 SECRET = "s3cret-key-0123"
 PASSWORD = "hunter2"
@@ -445,3 +447,167 @@ def test_webhook_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="http:// or https://") as info:
         WebhookSink(f"ftp://gtom:{PASSWORD}@example.com/")
     assert_no_secrets(info.value)
+
+
+def test_lines_and_webhook_bodies_hold_every_payload_once_in_order() -> None:
+    from gtom.daemon.sinks.stdout import json_lines
+
+    events = batch(1, 2, 3)
+    assert json_lines(events) == b"".join(e.payload + b"\n" for e in events)
+    assert json_lines(events[:1]) == events[0].payload + b"\n"
+    assert json_lines([]) == b""
+    sink = WebhookSink("http://127.0.0.1:1/")
+    for some in (events, events[:1], []):
+        assert sink.body(some) == b"[" + b",".join(e.payload for e in some) + b"]"
+        assert json.loads(sink.body(some)) == [json.loads(e.payload) for e in some]
+    assert [e.payload for e in events] == [event(n).payload for n in (1, 2, 3)]  # untouched
+
+
+# -- the broker sinks' own paths, against the real brokers -------------------------------------
+
+
+def odd_event(n: int, namespace: str) -> Event:
+    """An event whose id holds characters beyond ASCII (namespaces may hold anything)."""
+    return Event(f"1700000000.{n}:0:{namespace}:é€{n}", namespace, "u", n, b'{"x":"\\u00e9"}')
+
+
+@pytest.mark.parametrize("maxlen", [0, 1000])
+def test_redis_commands_are_the_bytes_redis_py_writes(maxlen: int) -> None:
+    import redis.asyncio
+    import redis.asyncio.connection
+
+    from gtom.daemon.sinks.redis import xadd_commands, xadd_head
+
+    events = [event(1), event(2, "db.d"), odd_event(3, "db.é e"), event(4)]
+    pipe = redis.asyncio.Redis().pipeline(transaction=False)
+    for e in events:
+        fields: dict[str, str | bytes] = {"id": e.id, "event": e.payload}
+        pipe.xadd(f"k:{e.namespace}", fields, maxlen=maxlen or None, approximate=True)  # type: ignore[arg-type]
+    connection = redis.asyncio.connection.Connection()
+    expected = b"".join(connection.pack_commands([args for args, _ in pipe.command_stack]))
+    assert xadd_commands(lambda ns: xadd_head(f"k:{ns}", maxlen), events) == expected
+
+
+def redis_url(broker: Broker) -> str:
+    return f"redis://127.0.0.1:{broker.port}/0"
+
+
+async def test_redis_refused_event_is_final_and_the_next_batch_goes_through(
+    redis_server: Broker,
+) -> None:
+    import redis.asyncio
+
+    from gtom.daemon.sinks.redis import RedisSink
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    client = redis.asyncio.from_url(redis_url(redis_server))
+    await client.set(f"{prefix}:db.bad", "a string, not a stream")
+    sink = RedisSink(redis_url(redis_server), key_for=lambda ns: f"{prefix}:{ns}")
+    await sink.open()
+    try:
+        with pytest.raises(SinkRejectedError, match="WRONGTYPE") as info:
+            await sink.send([event(1, "db.ok"), event(2, "db.bad"), event(3, "db.ok")])
+        assert not info.value.retryable
+        await sink.send([event(4, "db.ok"), odd_event(5, "db.ok")])  # every answer was read
+        entries = stream_entries(await client.xrange(f"{prefix}:db.ok"))
+        ids = [fields[b"id"].decode() for _, fields in entries]
+        expected = [event(n, "db.ok").id for n in (1, 3, 4)]
+        assert ids == [*expected, odd_event(5, "db.ok").id]
+        assert entries[-1][1][b"event"] == odd_event(5, "db.ok").payload
+    finally:
+        await sink.close()
+        await client.aclose()
+
+
+async def test_redis_maxlen_trims_every_stream(redis_server: Broker) -> None:
+    import redis.asyncio
+
+    from gtom.daemon.sinks.redis import RedisSink
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    client = redis.asyncio.from_url(redis_url(redis_server))
+    sink = RedisSink(redis_url(redis_server), key_for=lambda ns: f"{prefix}:{ns}", maxlen=10)
+    try:
+        for start in range(0, 1500, 500):
+            await sink.send([event(n, ns) for n in range(start, start + 500) for ns in ("a", "b")])
+        for ns in ("a", "b"):
+            assert 10 <= await client.xlen(f"{prefix}:{ns}") < 500  # about maxlen (MAXLEN ~)
+    finally:
+        await sink.close()
+        await client.aclose()
+
+
+def nats_sink(broker: Broker, prefix: str, **kwargs: Any) -> Any:
+    from gtom.daemon.sinks.nats import NatsSink
+
+    options: dict[str, Any] = {
+        "subject_for": lambda ns: f"{prefix}.{ns}",
+        "template": prefix + ".{namespace}",
+        "stream": prefix.upper(),
+        "timeout": 5.0,
+        **kwargs,
+    }
+    return NatsSink(f"nats://127.0.0.1:{broker.port}", **options)
+
+
+async def stream_ids(broker: Broker, stream: str) -> list[str]:
+    import nats
+
+    nc = await nats.connect(f"nats://127.0.0.1:{broker.port}")
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            assert msg.headers is not None
+            out.append(msg.headers["Nats-Msg-Id"])
+        return out
+    finally:
+        await nc.close()
+
+
+async def test_nats_stores_a_batch_sent_again_once(nats_server: Broker) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    sink = nats_sink(nats_server, prefix)
+    first = [event(n, "db.a" if n % 2 else "db.b") for n in range(300)]
+    try:
+        await sink.send(first)
+        await sink.send(first)  # acknowledged again, as duplicates
+        await sink.send(first[:10] + batch(900))
+    finally:
+        await sink.close()
+    assert await stream_ids(nats_server, prefix.upper()) == [e.id for e in first] + [event(900).id]
+
+
+async def test_nats_refusal_by_the_stream_is_final(nats_server: Broker) -> None:
+    import nats
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect(f"nats://127.0.0.1:{nats_server.port}")
+    await nc.jetstream().add_stream(name=prefix.upper(), subjects=[f"{prefix}.>"], max_msg_size=200)
+    await nc.close()
+    sink = nats_sink(nats_server, prefix)
+    big = Event("big", "db.c", "i", 1, b'"' + b"x" * 500 + b'"')
+    await sink.open()
+    try:
+        with pytest.raises(SinkRejectedError, match="JetStream refused an event") as info:
+            await sink.send([event(1), big, event(2)])
+        assert not info.value.retryable
+        await sink.send(batch(3))
+    finally:
+        await sink.close()
+    assert event(3).id in await stream_ids(nats_server, prefix.upper())
+
+
+async def test_nats_subject_no_stream_takes_is_retryable(nats_server: Broker) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    # the stream captures prefix.>, the events go elsewhere: nobody answers for JetStream
+    sink = nats_sink(nats_server, prefix, subject_for=lambda ns: f"{prefix}x.{ns}", timeout=3.0)
+    await sink.open()
+    try:
+        with pytest.raises(SinkUnavailableError, match="did not acknowledge") as info:
+            await sink.send(batch(1, 2))
+        assert info.value.retryable
+    finally:
+        await sink.close()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gtom.daemon.sinks.base import Event, SinkUnavailableError
+from gtom.daemon.sinks.stdout import json_lines
 
 __all__ = ["FileSink"]
 
@@ -59,7 +60,7 @@ class FileSink:
         """Append ``batch`` (rotating first if it would not fit), then flush (and fsync)."""
         if not batch:
             return
-        data = b"".join(event.payload + b"\n" for event in batch)
+        data = json_lines(batch)
         if self._fd is None:
             self._open_file()  # after close(), or after a rotation that failed half-way
         if self.max_bytes and self._size > 0 and self._size + len(data) > self.max_bytes:

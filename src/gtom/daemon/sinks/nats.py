@@ -18,6 +18,7 @@ is. Needs nats-py: ``pip install 'gtom[nats]'``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +33,12 @@ try:
     import nats.js.errors
 except ImportError as e:  # pragma: no cover - depends on the extra
     raise ImportError("the nats sink needs nats-py: pip install 'gtom[nats]'") from e
+
+_loads: Callable[[bytes], Any]
+try:
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson comes with the daemon extra
+    _loads = json.loads
 
 __all__ = ["DUPLICATE_WINDOW", "NatsSink", "stream_subjects"]
 
@@ -63,6 +70,72 @@ async def _disconnected() -> None:
     log.info("nats: disconnected; reconnecting")
 
 
+#: The status header of a reply the server sent because no stream captures the subject.
+_NO_RESPONDERS = "503"
+
+
+def _ack_error(msg: Any) -> Exception | None:
+    """Why JetStream's answer ``msg`` to a publish is not an acknowledgement (None: it is).
+
+    The errors are nats-py's own, as its ``publish_async`` would raise them.
+    """
+    headers = msg.headers
+    if headers and headers.get(nats.js.api.Header.STATUS) == _NO_RESPONDERS:
+        return nats.js.errors.NoStreamResponseError()
+    try:
+        reply = _loads(msg.data)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        return SinkError(f"JetStream gave no acknowledgement: {bytes(msg.data[:200])!r}")
+    error = reply.get("error")
+    if error is not None:
+        try:
+            nats.js.errors.APIError.from_error(error)  # raises the error's own class
+        except nats.js.errors.APIError as e:
+            return e
+        except (KeyError, TypeError):
+            pass
+        return nats.js.errors.APIError(description=str(error))
+    if reply.get("stream") is None:
+        return SinkError(f"JetStream gave no acknowledgement: {reply!r}")
+    return None
+
+
+class _Acks:
+    """The acknowledgements of the batch in flight: its reply prefix, and what came back."""
+
+    __slots__ = ("done", "pending", "prefix", "seen")
+
+    def __init__(self, prefix: str, size: int) -> None:
+        self.prefix = prefix
+        """Replies to this batch go to ``prefix`` + the event's index in the batch."""
+        self.pending = size
+        self.seen = bytearray(size)
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Resolved once every event was acknowledged; failed at the first refusal."""
+
+    def answer(self, index: int, msg: Any) -> None:
+        """JetStream answered the publish of event ``index`` with ``msg``."""
+        if self.done.done() or not 0 <= index < len(self.seen) or self.seen[index]:
+            return
+        error = _ack_error(msg)
+        if error is not None:
+            self.done.set_exception(error)
+            return
+        self.seen[index] = 1
+        self.pending -= 1
+        if not self.pending:
+            self.done.set_result(None)
+
+    def forget(self) -> None:
+        """The batch is over: drop a result nobody waits for (so asyncio does not log it)."""
+        if not self.done.done():
+            self.done.cancel()
+        elif not self.done.cancelled():
+            self.done.exception()
+
+
 class NatsSink:
     """Publishes events to NATS JetStream with ``Nats-Msg-Id`` = event id (see the module)."""
 
@@ -86,6 +159,9 @@ class NatsSink:
         self._nc: Any = None
         self._js: Any = None
         self._subjects: dict[str, str] = {}
+        self._inbox = ""  # where JetStream's acknowledgements come: <inbox>.<batch>.<index>
+        self._batches = 0
+        self._acks: _Acks | None = None
 
     def _subject(self, namespace: str) -> str:
         subject = self._subjects.get(namespace)
@@ -99,7 +175,7 @@ class NatsSink:
     async def open(self) -> None:
         """Connect, and create the stream if it does not exist."""
         try:
-            self._nc = await asyncio.wait_for(
+            nc = await asyncio.wait_for(
                 nats.connect(
                     servers=self.servers,
                     connect_timeout=min(self.timeout, 5.0),
@@ -111,11 +187,18 @@ class NatsSink:
                 ),
                 self.timeout,
             )
+            inbox = nc.new_inbox()
+            try:
+                await nc.subscribe(f"{inbox}.>", cb=self._on_ack)
+            except BaseException:
+                await nc.close()
+                raise
         except (OSError, nats.errors.Error, asyncio.TimeoutError) as e:
             raise SinkUnavailableError(
                 f"cannot reach NATS at {self._where()}: {e or type(e).__name__}"
             ) from e
-        self._js = self._nc.jetstream(timeout=self.timeout)
+        self._nc, self._inbox = nc, inbox
+        self._js = nc.jetstream(timeout=self.timeout)
         try:
             await self._js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
@@ -137,24 +220,21 @@ class NatsSink:
             ) from e
 
     async def send(self, batch: Sequence[Event]) -> None:
-        """Publish every event in order, then wait until JetStream acknowledged all of them."""
+        """Publish every event in order, then wait until JetStream acknowledged all of them.
+
+        The whole batch has one deadline, ``timeout`` seconds: the publishes are buffered and
+        written together, and each one's acknowledgement comes to the sink's own reply inbox
+        (``<inbox>.<batch>.<index>``), so a late answer to an earlier batch cannot count for
+        this one.
+        """
         if not batch:
             return
-        if self._js is None:
+        if self._nc is None:
             await self.open()
-        js = self._js
-        subject = self._subject
+        self._batches += 1
+        acks = self._acks = _Acks(f"{self._inbox}.{self._batches}.", len(batch))
         try:
-            futures = [
-                await js.publish_async(
-                    subject(event.namespace),
-                    event.payload,
-                    wait_stall=self.timeout,
-                    headers={"Nats-Msg-Id": event.id},
-                )
-                for event in batch
-            ]
-            acks = await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
+            await asyncio.wait_for(self._publish(batch, acks), self.timeout)
         except (nats.errors.BadSubjectError, nats.errors.MaxPayloadError) as e:
             raise SinkRejectedError(f"NATS refused an event, for good: {e!r}") from e
         except nats.js.errors.APIError as e:
@@ -165,9 +245,34 @@ class NatsSink:
             raise SinkUnavailableError(
                 f"NATS at {self._where()} did not acknowledge the batch: {e or type(e).__name__}"
             ) from e
-        for ack in acks:
-            if getattr(ack, "stream", None) is None:
-                raise SinkError(f"JetStream gave no acknowledgement: {ack!r}")
+        finally:
+            self._acks = None
+            acks.forget()
+
+    async def _publish(self, batch: Sequence[Event], acks: _Acks) -> None:
+        """Publish ``batch`` with replies to ``acks``, then wait for every acknowledgement."""
+        publish = self._nc.publish
+        subject = self._subject
+        reply = acks.prefix
+        for index, event in enumerate(batch):
+            await publish(
+                subject(event.namespace),
+                event.payload,
+                reply=f"{reply}{index}",
+                headers={"Nats-Msg-Id": event.id},
+            )
+        await acks.done
+
+    async def _on_ack(self, msg: Any) -> None:
+        """A JetStream answer to one publish: count it for the batch in flight (if it is one)."""
+        acks = self._acks
+        if acks is None or not msg.subject.startswith(acks.prefix):
+            return  # an answer to a batch given up on: that batch is sent again anyway
+        try:
+            index = int(msg.subject[len(acks.prefix) :])
+        except ValueError:
+            return
+        acks.answer(index, msg)
 
     async def close(self) -> None:
         """Flush and disconnect (idempotent)."""

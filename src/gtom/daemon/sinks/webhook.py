@@ -123,7 +123,13 @@ class WebhookSink:
 
     def body(self, batch: Sequence[Event]) -> bytes:
         """The request body for ``batch``: a JSON array of the events' payloads, in order."""
-        return b"[" + b",".join(event.payload for event in batch) + b"]"
+        payloads = [event.payload for event in batch]
+        if not payloads:
+            return b"[]"
+        # The brackets go on the first and last payloads: the body is then made in one copy.
+        payloads[0] = b"[" + payloads[0]
+        payloads[-1] += b"]"
+        return b",".join(payloads)
 
     async def send(self, batch: Sequence[Event]) -> None:
         """POST ``batch`` once; return if the answer is 2xx, else raise a `SinkError`."""
