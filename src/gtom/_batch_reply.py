@@ -26,12 +26,12 @@ _BATCHES = (b"firstBatch", b"nextBatch")
 _EMPTY_ARRAY = b"\x05\x00\x00\x00\x00"
 
 
-def _int32(data: bytes | bytearray, at: int) -> int:
+def _int32(data: memoryview | bytearray, at: int) -> int:
     value: int = _INT32.unpack_from(data, at)[0]
     return value
 
 
-def _value_end(data: bytes, kind: int, at: int) -> int:
+def _value_end(data: memoryview, kind: int, at: int) -> int:
     """Where the value of type ``kind`` starting at ``at`` ends (ValueError if unknown)."""
     fixed = _FIXED.get(kind)
     if fixed is not None:
@@ -43,13 +43,28 @@ def _value_end(data: bytes, kind: int, at: int) -> int:
     if kind == 0x05:  # binary: int32 length, subtype, bytes
         return at + 5 + _int32(data, at)
     if kind == 0x0B:  # regex: two C strings
-        return data.index(b"\x00", data.index(b"\x00", at) + 1) + 1
+        return _cstring_end(data, _cstring_end(data, at))
     if kind == 0x0C:  # DBPointer: string, then 12 bytes
         return at + 4 + _int32(data, at) + 12
     raise ValueError(f"unknown BSON type {kind:#x}")
 
 
-def _find(data: bytes, start: int, keys: tuple[bytes, ...]) -> tuple[int, int, int, bytes] | None:
+def _cstring_end(data: memoryview, at: int) -> int:
+    """Just past the NUL ending the C string at ``at`` (ValueError if there is none)."""
+    step = 64
+    while True:
+        chunk = bytes(data[at : at + step])
+        end = chunk.find(b"\x00")
+        if end >= 0:
+            return at + end + 1
+        if len(chunk) < step:
+            raise ValueError("a C string runs off the end")
+        step *= 4
+
+
+def _find(
+    data: memoryview, start: int, keys: tuple[bytes, ...]
+) -> tuple[int, int, int, bytes] | None:
     """The first element of the document at ``start`` whose key is one of ``keys``.
 
     Returns (element start, value start, value end, key), or None when there is none.
@@ -58,11 +73,11 @@ def _find(data: bytes, start: int, keys: tuple[bytes, ...]) -> tuple[int, int, i
     at = start + 4
     while at < end:
         kind = data[at]
-        key_end = data.index(b"\x00", at + 1)
-        key = data[at + 1 : key_end]
-        value_end = _value_end(data, kind, key_end + 1)
+        key_end = _cstring_end(data, at + 1)
+        key = bytes(data[at + 1 : key_end - 1])
+        value_end = _value_end(data, kind, key_end)
         if key in keys:
-            return at, key_end + 1, value_end, key
+            return at, key_end, value_end, key
         at = value_end
     return None
 
@@ -72,7 +87,7 @@ def split_batch(payload: bytes | memoryview) -> dict[str, Any] | None:
 
     None for an error reply, or one that is not a cursor reply: decode it the usual way.
     """
-    data = bytes(payload)
+    data = memoryview(payload)  # walked in place: only the array is copied, once
     try:
         cursor = _find(data, 0, (b"cursor",))
         if cursor is None or data[cursor[0]] != 0x03:
@@ -81,11 +96,13 @@ def split_batch(payload: bytes | memoryview) -> dict[str, Any] | None:
         if batch is None or data[batch[0]] != 0x04:
             return None
         _, value, value_end, key = batch
-        array = data[value:value_end]
+        array = bytes(data[value:value_end])
         # The reply without the batch: an empty array in its place, the sizes of the two
         # documents around it shrunk to match.
         shrink = len(array) - len(_EMPTY_ARRAY)
-        rest = bytearray(data[:value] + _EMPTY_ARRAY + data[value_end:])
+        rest = bytearray(data[:value])
+        rest += _EMPTY_ARRAY
+        rest += data[value_end:]
         for at in (0, cursor[1]):
             _INT32.pack_into(rest, at, _int32(rest, at) - shrink)
         reply: dict[str, Any] = bson.decode(bytes(rest))

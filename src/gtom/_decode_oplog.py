@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import bson
 from bson import Timestamp
@@ -73,6 +73,11 @@ _COLLECTION_COMMANDS = frozenset(
     }
 )
 _NULL_TS = Timestamp(0, 0)
+_OPLOG = Source.OPLOG
+#: Where a namespace is: user data, internal (skipped unless asked), a database's views or its
+#: pre-3.4 index catalog (both read as DDL). Remembered per namespace, up to _PLACES_KEPT.
+_USER, _INTERNAL, _VIEWS, _INDEXES = object(), object(), object(), object()
+_PLACES_KEPT = 10_000
 _LEGACY_INDEXES = ".system.indexes"
 _SYSTEM_VIEWS = ".system.views"
 
@@ -104,6 +109,7 @@ class OplogDecoder:
         "_held",
         "_internal",
         "_ns_filter",
+        "_places",
         "_unmarshal",
     )
 
@@ -127,6 +133,7 @@ class OplogDecoder:
         # The transaction of the previous flat entry (SecantusDB's shape), to number its writes.
         self._flat_key: tuple[Timestamp, int] | None = None
         self._flat_index = 0
+        self._places: dict[str, object] = {}  # namespace -> where it is (see _place)
 
     @property
     def held_entries(self) -> int:
@@ -297,18 +304,22 @@ class OplogDecoder:
             return
         if kind not in ("i", "u", "d", "c"):
             raise DecodeError(f"unknown oplog operation {kind!r}", entry)
-        ns = entry.get("ns")
-        if not isinstance(ns, str) or "." not in ns:
-            raise DecodeError(f"oplog entry has no valid namespace: {ns!r}", entry)
-        o = _document(entry, "o")
+        ns = cast("str", entry.get("ns"))  # _place checks it
+        where = self._places.get(ns) if ns.__class__ is str else None
+        if where is None:
+            where = self._place(ns, entry)
+        o = entry.get("o")
+        if o.__class__ is not dict:
+            o = _document(entry, "o")
         if kind == "c":
             self._command(ns, o, ts, wall, txn, out)
             return
-        if ns.endswith(_SYSTEM_VIEWS) or (kind == "i" and ns.endswith(_LEGACY_INDEXES)):
-            self._ddl_write(kind, ns, o, ts, wall, txn, out)
-            return
-        if not self._internal and is_internal(ns):
-            return
+        if where is not _USER:
+            if where is _VIEWS or (where is _INDEXES and kind == "i"):
+                self._ddl_write(kind, ns, o, ts, wall, txn, out)
+                return
+            if where is _INTERNAL and not self._internal:
+                return
         if kind == "u":
             key = _document(entry, "o2")
             if "_id" not in key:
@@ -321,15 +332,12 @@ class OplogDecoder:
             if not isinstance(o2, Mapping) or "_id" not in o2:
                 raise DecodeError(f"{'insert' if kind == 'i' else 'delete'} entry has no _id")
             doc_id = o2["_id"]
-        op = Op(
-            kind,
-            ns,
-            id=_plain(doc_id, self._codec),
-            timestamp=ts,
-            source=Source.OPLOG,
-            txn=txn,
-            wall=wall,
-        )
+        if _is_raw(doc_id):
+            doc_id = bson.decode(doc_id.raw, self._codec)
+        # Positional (a third of the keyword call's cost): operation, namespace, id, data,
+        # timestamp, source, update_description, doc, txn, resume_token, stream_id, wall;
+        # tests/test_decode_oplog.py pins the order.
+        op = Op(kind, ns, doc_id, None, ts, _OPLOG, None, None, txn, None, None, wall)
         if self._ns_filter is not None and not call_user("namespace_filter", self._ns_filter, op):
             return
         if kind == "i":
@@ -429,8 +437,25 @@ class OplogDecoder:
             command = {name: collection, **{k: v for k, v in o.items() if k != skip}}
         self._command_op(target, command, ts, wall, txn, out)
 
+    def _place(self, ns: Any, entry: Mapping[str, Any]) -> object:
+        """Where ``ns`` is (`_USER`, `_INTERNAL`, `_VIEWS`, `_INDEXES`), remembered."""
+        if not isinstance(ns, str) or "." not in ns:
+            raise DecodeError(f"oplog entry has no valid namespace: {ns!r}", entry)
+        if ns.endswith(_SYSTEM_VIEWS):
+            where = _VIEWS
+        elif ns.endswith(_LEGACY_INDEXES):
+            where = _INDEXES
+        elif is_internal(ns):
+            where = _INTERNAL
+        else:
+            where = _USER
+        if len(self._places) >= _PLACES_KEPT:
+            self._places.clear()
+        self._places[ns] = where
+        return where
+
     def _set_document(self, op: Op, document: Mapping[str, Any]) -> None:
-        op.data = _to_dict(document, self._codec)
+        op.data = document if document.__class__ is dict else _to_dict(document, self._codec)
         if self._unmarshal is not None:
             raw = document if isinstance(document, RawBSONDocument) else _to_raw(document)
             op.doc = call_user("unmarshal", self._unmarshal, op.namespace, raw)

@@ -86,6 +86,11 @@ class ReRead:
         self._ts: Timestamp | None = ts
         self._skip = seen
 
+    @property
+    def passed(self) -> bool:
+        """Whether the read is past what was passed before: every entry from here on is new."""
+        return self._ts is None
+
     def admit(self, ts: Timestamp) -> bool:
         """Whether the next entry of the read, at ``ts``, is new."""
         if self._ts is None:

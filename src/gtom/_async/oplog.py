@@ -456,30 +456,30 @@ class OplogTailer:
         The batch goes in as one unit, or, when updates' documents are fetched, as one unit per
         whole fetch batch of updates (so that no fetch is cut short). False if cancelled.
         """
+        start = 0
+        if not re_read.passed:  # a re-read: skip the entries passed already
+            for start, entry in enumerate(entries):  # noqa: B007 - start is used below
+                ts = entry.get("ts")
+                if ts.__class__ is not Timestamp and not isinstance(ts, Timestamp):
+                    raise DecodeError("an oplog entry has no valid 'ts'", entry)
+                if re_read.admit(ts):
+                    break
+            else:
+                return not self.lane.cancelled  # all read before: nothing new
         decode = self._decoder.decode
-        admit = re_read.admit
         pending = self._pending
         fetching = self._fetcher is not None
         size = self._options.buffer_size
         now = time.monotonic()
         ops: list[Op] = []
-        last: Timestamp | None = None
-        run = 0  # entries admitted at ``last``, at the end of the unit
+        first = start  # the unit's first entry
         needs = 0  # updates in the unit whose documents are to be fetched
-        for entry in entries:
-            ts = entry.get("ts")
-            if ts.__class__ is not Timestamp and not isinstance(ts, Timestamp):
-                raise DecodeError("an oplog entry has no valid 'ts'", entry)
-            if not admit(ts):
-                continue
+        for at in range(start, len(entries)):
+            entry = entries[at]
             try:
-                new = decode(entry)
+                new = decode(entry)  # checks the entry's ts too
             except IncompleteChainError:
                 new = await self._decode_chain(entry)
-            if ts == last:
-                run += 1
-            else:
-                last, run = ts, 1
             if not new:
                 continue
             ops += new
@@ -488,14 +488,16 @@ class OplogTailer:
                     if op.operation == "u" and op.data is None:
                         needs += 1
                 if needs and (pending.needs + needs) % size == 0:
-                    pending.add(ops, last, now, run, needs=needs)
-                    ops, last, run, needs = [], None, 0, 0
-        if last is not None:
+                    ts, run = _last_run(entries, first, at)
+                    pending.add(ops, ts, now, run, needs=needs)
+                    ops, first, needs = [], at + 1, 0
+        if first < len(entries):
             if self._options.update_data_as_delta:
                 for op in ops:
                     if op.operation == "u" and op.data is None:
                         op.data = delta(op)
-            pending.add(ops, last, now, run, needs=needs if fetching else 0)
+            ts, run = _last_run(entries, first, len(entries) - 1)
+            pending.add(ops, ts, now, run, needs=needs)
         return await self._flush()
 
     async def _flush(self, *, force: bool = False) -> bool:
@@ -564,6 +566,18 @@ class OplogTailer:
                 position=ts,
             )
         return entry
+
+
+def _last_run(entries: list[dict[str, Any]], first: int, last: int) -> tuple[Timestamp, int]:
+    """The timestamp of ``entries[last]``, and how many entries up to it share it.
+
+    Only ``entries[first:last + 1]`` count; entries come in timestamp order.
+    """
+    ts: Timestamp = entries[last]["ts"]
+    run = 1
+    while last - run >= first and entries[last - run]["ts"] == ts:
+        run += 1
+    return ts, run
 
 
 class ServerCursorClosed(OperationFailure):
