@@ -159,6 +159,7 @@ def oplog_inputs() -> dict[str, Input]:
         "update_v2_diff": fixture_entry(
             "oplog/updates_v2_diff.json", "v2_nested_subdiffs_three_levels"
         ),
+        "update_v2_set": fixture_entry("oplog/updates_v2_diff.json", "v2_update_section"),
         "update_v1_set": fixture_entry("oplog/updates_v1.json", "v1_set_and_unset_v44"),
         "delete": fixture_entry("oplog/crud.json", "delete_by_id_v60"),
         "command_drop": fixture_entry("oplog/commands.json", "drop_collection_v60"),

@@ -46,6 +46,7 @@ from gtom.daemon.events import EventMaker
 OPLOG_CASES = [
     "insert_1kb",
     "update_v2_diff",
+    "update_v2_set",
     "update_v1_set",
     "delete",
     "command_drop",

@@ -33,8 +33,8 @@ class ServerTraits:
     (SecantusDB's Rust server): the tailer polls with plain reads instead."""
     projection_scans: bool = False
     """A projection costs as much for every entry a query scans as for those it returns
-    (SecantusDB's Rust server: its first read from a position took 1.7 s instead of 0.7 s over
-    250,000 entries), so the tailer asks for whole entries there."""
+    (SecantusDB's Rust server: a read from a position took 1.7 s instead of 0.7 s over 250,000
+    entries), so a poll that expects few entries asks for whole entries there."""
 
     @classmethod
     def from_build_info(cls, build_info: Mapping[str, Any]) -> ServerTraits:

@@ -36,7 +36,7 @@ def update_description(
         if unknown:
             raise DecodeError(f"unknown update operators in oplog entry: {unknown}", o)
         return {
-            "updatedFields": _to_dict(updated, codec),
+            "updatedFields": _copy(updated, codec),
             "removedFields": list(removed),
             "truncatedArrays": [],
         }
@@ -44,11 +44,8 @@ def update_description(
         diff = o.get("diff")
         if not isinstance(diff, Mapping):
             raise DecodeError("a $v:2 update must have a 'diff' document", o)
-        return diff_to_update_description(_to_dict(diff, codec), disambiguate=disambiguate)
+        return diff_to_update_description(_read(diff, codec), disambiguate=disambiguate)
     raise DecodeError(f"unknown update version $v={version!r}", o)
-
-
-_CHANGE_EVENT_KEYS = ("updatedFields", "removedFields", "truncatedArrays")
 
 
 def diff_to_update_description(
@@ -65,14 +62,16 @@ def diff_to_update_description(
     path holding a field name with a dot, or a numeric field name past the first, its parts
     (array indexes as ints, field names as strings).
     """
-    if any(k in diff for k in _CHANGE_EVENT_KEYS):
-        updated = diff.get("updatedFields", {})
+    updated = diff.get("updatedFields")
+    if updated is not None or "removedFields" in diff or "truncatedArrays" in diff:
+        if updated is None:
+            updated = {}
         removed = diff.get("removedFields", [])
         truncated = diff.get("truncatedArrays", [])
         if (
-            not isinstance(updated, Mapping)
-            or not isinstance(removed, list)
-            or not isinstance(truncated, list)
+            (updated.__class__ is not dict and not isinstance(updated, Mapping))
+            or removed.__class__ is not list
+            or truncated.__class__ is not list
         ):
             raise DecodeError("malformed change-event shaped diff", diff)
         return {
@@ -80,6 +79,10 @@ def diff_to_update_description(
             "removedFields": list(removed),
             "truncatedArrays": list(truncated),
         }
+    if len(diff) == 1 and not disambiguate:  # mongod's usual diff: one "u" section of fields
+        section = diff.get("u")
+        if section.__class__ is dict:
+            return {"updatedFields": dict(section), "removedFields": [], "truncatedArrays": []}
     out: dict[str, Any] = {"updatedFields": {}, "removedFields": [], "truncatedArrays": []}
     if disambiguate:
         out["disambiguatedPaths"] = {}
@@ -188,7 +191,15 @@ def _section(value: Any, key: str) -> Mapping[str, Any]:
     return value
 
 
-def _to_dict(value: Mapping[str, Any], codec: CodecOptions[dict[str, Any]]) -> dict[str, Any]:
+def _read(value: Mapping[str, Any], codec: CodecOptions[dict[str, Any]]) -> Mapping[str, Any]:
+    """A raw document decoded with ``codec``; any other mapping as it is (to be read only)."""
+    if isinstance(value, RawBSONDocument):
+        return bson.decode(value.raw, codec)
+    return value
+
+
+def _copy(value: Mapping[str, Any], codec: CodecOptions[dict[str, Any]]) -> dict[str, Any]:
+    """A new dict of ``value`` (a raw document decoded with ``codec``)."""
     if isinstance(value, RawBSONDocument):
         return bson.decode(value.raw, codec)
     return dict(value)

@@ -47,6 +47,15 @@ class Prefetcher(Generic[T]):
         """Begin ``fn()`` in the background."""
         self._task = asyncio.get_running_loop().create_task(_call(fn), name=self._name)
 
+    async def begin(self, fn: Callable[[], Awaitable[T]]) -> None:
+        """Begin ``fn()`` and let it run until it waits (a read: until its request is sent).
+
+        A task created by `start` runs only once the caller awaits something; a caller about
+        to do a long stretch of work calls this instead, so that the server is busy meanwhile.
+        """
+        self.start(fn)
+        await asyncio.sleep(0)
+
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the read begun last; whether it is done."""
         assert self._task is not None, "wait() without start()"

@@ -14,6 +14,8 @@ the test and benchmark server, needs three workarounds, each named by the trait 
   `HISTORY_CHECK_SECONDS` in total for room in ``op_c`` checks the oldest entry before reading on.
 * ``stale_tail`` (`PollingTailer`, its Rust server): a tailable cursor never shows an entry
   written after it opened, so the tailer polls with plain reads every `POLL_SECONDS` instead.
+* ``projection_scans`` (`PollingTailer`): a projection costs for every entry a query scans, so
+  a poll after a quiet one asks for whole entries.
 """
 
 from __future__ import annotations
@@ -85,13 +87,15 @@ class CatchUpTailer(OplogTailer):
         finally:
             await cursor.close()
 
-    async def _catch_up(self, pauses: int, *, first_read: bool = False) -> bool:
+    async def _catch_up(
+        self, pauses: int, *, first_read: bool = False, whole: bool = False
+    ) -> bool:
         """Deliver what the oplog holds after the position, with a plain query.
 
         ``first_read``: the read made before the cursor opens, which verifies history first.
-        False when paused or halted.
+        ``whole``: ask for whole entries (see `PollingTailer`). False when paused or halted.
         """
-        cursor = self._find(tailable=False)
+        cursor = self._find(tailable=False, whole=whole)
         re_read = self.position.re_read()
         try:
             if first_read:
@@ -125,11 +129,25 @@ class CatchUpTailer(OplogTailer):
 
 
 class PollingTailer(CatchUpTailer):
-    """A tailer that polls with plain reads, for servers whose tailable cursors go stale."""
+    """A tailer that polls with plain reads, for servers whose tailable cursors go stale.
+
+    Where a projection costs for every entry a query scans (``projection_scans``), a poll that
+    follows a quiet one asks for whole entries: it scans the whole oplog to find a few. The
+    first read, and a poll that follows a busy one, leave out the unread fields, which pays
+    over a backlog.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As `OplogTailer`."""
+        super().__init__(*args, **kwargs)
+        self._busy = True  # the last poll read a full batch or more (or there was none yet)
 
     async def _tail(self) -> None:
         """Read what is there after the position, then wait a moment (the caller reads on)."""
         pauses = self._begin_read()
-        if await self._catch_up(pauses, first_read=True):
+        before = self._entries_read
+        whole = self._traits.projection_scans and not self._busy
+        if await self._catch_up(pauses, first_read=True, whole=whole):
             self._recovered()
+            self._busy = self._entries_read - before >= BATCH_SIZE
             await sleep_until_set(POLL_SECONDS, self._halt)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +50,15 @@ class Prefetcher(Generic[T]):
     def start(self, fn: Callable[[], T]) -> None:
         """Begin ``fn()`` in the background."""
         self._future = self._pool.submit(fn)
+
+    def begin(self, fn: Callable[[], T]) -> None:
+        """Begin ``fn()`` and give its thread the interpreter first (a read: to send its request).
+
+        Without it the caller, about to do a long stretch of work, keeps the GIL for up to a
+        switch interval while the helper thread waits for it.
+        """
+        self.start(fn)
+        time.sleep(0)
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the read begun last; whether it is done."""

@@ -298,7 +298,7 @@ class ChangeStreamFollower:
             self._recovered()
             ended = bool(read.events) and is_invalidate(read.events[-1])
             if not ended and stream.alive:
-                reader.start(lambda: read_batch(stream))
+                reader.begin(lambda: read_batch(stream))  # read on while this is queued
             if not self._queue(read.events[:-1] if ended else read.events):
                 return
             if ended:

@@ -336,15 +336,16 @@ class OplogTailer:
         self._ahead.clear()
         self._taken = self.position
 
-    def _find(self, *, tailable: bool) -> OplogCursor:
+    def _find(self, *, tailable: bool, whole: bool = False) -> OplogCursor:
         """A cursor over the entries from the position on (``tailable``: and those to come).
 
         Its batches arrive as raw BSON: the next one is requested before this one is decoded.
+        Entries come without the fields gtom never reads, unless ``whole``.
         """
         cursor = OplogCursor(
             self._oplog,
             {"ts": {"$gte": self.position.ts}},
-            None if self._traits.projection_scans else _UNREAD_FIELDS,
+            None if whole else _UNREAD_FIELDS,
             cursor_type=CursorType.TAILABLE_AWAIT if tailable else CursorType.NON_TAILABLE,
             batch_size=BATCH_SIZE,
         )
@@ -380,7 +381,7 @@ class OplogTailer:
                     return False
                 more = cursor.alive
                 if more:
-                    reader.start(lambda: self._read(cursor))
+                    reader.begin(lambda: self._read(cursor))
                 entries = self._decode_batch(raw)  # while the server works on the next batch
                 if entries:
                     if not self._deliver(entries, re_read):
