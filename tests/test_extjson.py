@@ -508,7 +508,11 @@ def test_decimal128_text_is_str_around_the_switch_to_exponents() -> None:
 
 @given(
     document_id=st.one_of(
-        st.builds(ObjectId), st.binary(min_size=12, max_size=12).map(ObjectId), scalars
+        st.builds(ObjectId),
+        st.binary(min_size=12, max_size=12).map(ObjectId),
+        st.integers(-(2**63), 2**63 - 1),
+        st.sampled_from([0, -1, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**63 - 1, True]),
+        scalars,
     )
 )
 def test_an_id_digest_is_the_blake2b_of_the_ids_bson(document_id: Any) -> None:

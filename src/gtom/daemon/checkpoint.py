@@ -14,6 +14,7 @@ the directory: a crash leaves the old or the new checkpoint, never half of one) 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
 import os
@@ -176,9 +177,15 @@ class FileStore:
         return Checkpoint.from_document(document, self.where)
 
     async def save(self, checkpoint: Checkpoint) -> None:
-        """Write a temporary file, fsync it, rename it over the old one, fsync the directory."""
+        """Write a temporary file, fsync it, rename it over the old one, fsync the directory.
+
+        The file work runs on a thread: the event loop reads and encodes on meanwhile.
+        """
         checkpoint.saved_at = _now()
         text = json_util.dumps(checkpoint.to_document(), json_options=CANONICAL)
+        await asyncio.to_thread(self._write, text)
+
+    def _write(self, text: str) -> None:
         directory = self.path.parent
         try:
             directory.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ dedupe key (e.g. as ``Nats-Msg-Id``). The JSON has the fields of ``gtom tail``'s
 from __future__ import annotations
 
 import hashlib
+import struct
 from typing import Any
 
 from bson import ObjectId, Timestamp
@@ -40,12 +41,23 @@ NO_ID = object()
 #: ``{"_id": <ObjectId>}`` as BSON, up to the ObjectId's 12 bytes: its length (22), the type
 #: (7) and the key.
 _OBJECT_ID_KEY = b"\x16\x00\x00\x00\x07_id\x00"
+#: The same for an int _id: an int32 (14 bytes in all, type 0x10) or an int64 (18, type 0x12).
+_INT32_KEY = b"\x0e\x00\x00\x00\x10_id\x00"
+_INT64_KEY = b"\x12\x00\x00\x00\x12_id\x00"
+_I32, _I64 = struct.Struct("<i"), struct.Struct("<q")
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def id_digest(document_id: Any) -> str:
     """16 hex digits identifying a document ``_id`` (``-`` for `NO_ID`: a command)."""
-    if document_id.__class__ is ObjectId:  # the usual _id: its BSON, as key_of writes it
+    cls = document_id.__class__
+    if cls is ObjectId:  # the usual _ids: their BSON, as key_of writes it, without encoding
         key = _OBJECT_ID_KEY + document_id.binary + b"\x00"
+    elif cls is int and _INT32_MIN <= document_id <= _INT32_MAX:
+        key = _INT32_KEY + _I32.pack(document_id) + b"\x00"
+    elif cls is int and _INT64_MIN <= document_id <= _INT64_MAX:
+        key = _INT64_KEY + _I64.pack(document_id) + b"\x00"
     elif document_id is NO_ID:
         return "-"
     else:
