@@ -69,7 +69,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 ## Benchmarks: gtom against the raw-driver ceiling, gtm, Debezium and mongo-connector, in one
-## run (builds the Rust server and the peers once, into a cache outside the clone; see
-## bench/run.py). Writes bench/results/. QUICK=1: a short run for development.
-bench: $(VENV)/.installed
+## run, and the daemon into every sink (builds the Rust server and the peers once, into a cache
+## outside the clone; see bench/run.py). Writes bench/results/. QUICK=1: a short run.
+bench: $(VENV)/.installed $(KAFKA)/lib/.filled
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick)

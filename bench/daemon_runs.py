@@ -6,7 +6,9 @@ Both read a workload from the oplog position just before it:
 * ``gtom run --sink stdout > /dev/null``: timed until its checkpoint holds the last event, so
   the time includes writing, confirming and saving every batch;
 * the replay: ``gtom run > /dev/null`` over a long workload, its resident memory sampled as it
-  goes (peak = the kernel's high-water mark, VmHWM).
+  goes (peak = the kernel's high-water mark, VmHWM);
+* the library: the asyncio face's contender on the same workload, in the same rounds, so that
+  the daemon's cost over the library is a ratio per round.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -166,12 +169,18 @@ def to_devnull(uri: str, w: Workload, *, sample: bool = False) -> Run:
         return Run(True, w.events, first, last, last, peak, extra=extra)
 
 
-def daemon_figure(uri: str, w: Workload, runs: int) -> dict[str, list[Run]]:
+def daemon_figure(
+    uri: str, w: Workload, runs: int, library: Callable[[], Run] | None = None
+) -> dict[str, list[Run]]:
+    """`gtom tail` and `gtom run` round-robin, with ``library`` (the asyncio face's own run of
+    the workload) in each round, so that the daemon's ratio to the library is per round."""
     log(f"daemon: {w.events:,} events")
-    jobs = {
+    jobs: dict[str, Callable[[], Run]] = {
         "tail": lambda: piped(_tail(uri, w), w.events),
         "run-devnull": lambda: to_devnull(uri, w),
     }
+    if library is not None:
+        jobs["library"] = library
     out: dict[str, list[Run]] = {k: [] for k in jobs}
     for _ in range(runs):
         for key, job in jobs.items():

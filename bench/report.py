@@ -24,7 +24,15 @@ class Run:
 
     @property
     def rate(self) -> float:
-        return self.count / self.last if self.ok and self.last > 0 else 0.0
+        """Events per second from the first event to the last: the rate of the stream.
+
+        The time to the first event is left out: on SecantusDB it is mostly the server's first
+        query, which scans the whole oplog and takes 0.7 s to 3 s for the same query (it is
+        `first`, published on its own).
+        """
+        if not self.ok or self.count < 2 or self.last <= self.first:
+            return 0.0
+        return (self.count - 1) / (self.last - self.first)
 
 
 def summary(runs: list[Run], value: str = "rate") -> dict[str, Any]:
@@ -53,6 +61,84 @@ def _value(run: Run, value: str) -> float | None:
     return float(node) if isinstance(node, (int, float)) else None
 
 
+@dataclass(frozen=True)
+class Target:
+    """A ratio the issue tracker set as a target: ``mine`` / ``theirs`` >= ``at_least``."""
+
+    name: str
+    path: tuple[str, ...]  # where the runs of both are in ``figures``
+    mine: str
+    theirs: str
+    at_least: float
+
+
+TARGETS = [
+    Target("oplog tail (a), asyncio / gtm", ("oplog", "a"), "gtom-async", "gtm", 1.0),
+    Target("oplog tail (a), sync / gtm", ("oplog", "a"), "gtom-sync", "gtm", 0.95),
+    Target("oplog tail (c), asyncio / gtm", ("oplog", "c"), "gtom-async", "gtm", 1.0),
+    Target("oplog tail (c), sync / gtm", ("oplog", "c"), "gtom-sync", "gtm", 0.95),
+    Target("oplog tail (a), asyncio / ceiling", ("oplog", "a"), "gtom-async", "raw", 0.85),
+    Target("oplog tail (b), as deltas / gtm", ("oplog", "b"), "gtom-delta", "gtm", 1.0),
+    Target(
+        "oplog tail (b), fetching, asyncio / raw-fetch", ("oplog", "b"), "gtom-async",
+        "raw-fetch", 0.85,
+    ),
+    Target("change stream (a), asyncio / gtm", ("changes", "a"), "gtom-async", "gtm", 1.0),
+    Target("change stream (c), asyncio / gtm", ("changes", "c"), "gtom-async", "gtm", 1.0),
+    Target("direct read, 1 segment, asyncio / gtm", ("direct", "1"), "gtom-async", "gtm", 1.0),
+    Target("direct read, 1 segment, sync / gtm", ("direct", "1"), "gtom-sync", "gtm", 0.9),
+    Target(
+        "`gtom run > /dev/null`, (a) / library asyncio", ("daemon",), "run-devnull", "library",
+        0.8,
+    ),
+    Target("`gtom tail | reader`, (a) / library asyncio", ("daemon",), "tail", "library", 0.8),
+    *(
+        Target(f"sink {sink} / stdout sink", ("sinks", "a"), sink, "stdout", at_least)
+        for sink, at_least in (
+            ("file", 0.9), ("webhook", 0.9), ("nats", 0.75), ("redis", 0.75), ("kafka", 0.75)
+        )
+    ),
+]  # fmt: skip
+
+
+def ratios(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target's ratio per round (run i of both contenders), and their median.
+
+    Contenders run round-robin, so the i-th runs of two contenders come from the same round;
+    a round where either failed gives no ratio.
+    """
+    out = []
+    for target in TARGETS:
+        group: Any = figures
+        for part in target.path:
+            group = group.get(part, {}) if isinstance(group, dict) else {}
+        mine, theirs = group.get(target.mine, []), group.get(target.theirs, [])
+        per_round = []
+        for a, b in zip(mine, theirs, strict=False):
+            ra, rb = _rate(a), _rate(b)
+            if ra and rb:
+                per_round.append(round(ra / rb, 3))
+        median = statistics.median(per_round) if per_round else None
+        out.append(
+            {
+                "name": target.name,
+                "figure": ".".join((*target.path, target.mine)),
+                "against": target.theirs,
+                "at_least": target.at_least,
+                "rounds": per_round,
+                "median": median,
+                "met": median is not None and median >= target.at_least,
+            }
+        )
+    return out
+
+
+def _rate(run: Run | dict[str, Any]) -> float:
+    if isinstance(run, Run):
+        return run.rate
+    return float(run.get("rate") or 0.0)
+
+
 def to_json(meta: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
     def convert(node: Any) -> Any:
         if isinstance(node, Run):
@@ -63,7 +149,7 @@ def to_json(meta: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
             return [convert(v) for v in node]
         return node
 
-    return {"meta": meta, "figures": convert(figures)}
+    return {"meta": meta, "figures": convert(figures), "ratios": ratios(figures)}
 
 
 def _runs(items: list[dict[str, Any]]) -> list[Run]:
@@ -106,16 +192,18 @@ def _table(
     head = "events/s" if value == "rate" else value
     rows = [
         f"| contender | {head} (median) | spread | x ceiling | gtom sync / it "
-        "| gtom asyncio / it |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| gtom asyncio / it | first event after (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key, s in stats.items():
         label = labels.get(key, {}).get("label", key)
         median = s["median"]
         if median is None:
             why = "; ".join(s["errors"]) or "did not run"
-            rows.append(f"| {label} | — | — | — | — | — ({why[:160]}) |")
+            rows.append(f"| {label} | — | — | — | — | — ({why[:160]}) | — |")
             continue
+        firsts = [r.first for r in _runs(group[key]) if r.ok]
+        first = f"{statistics.median(firsts):.2f}" if firsts else "—"
         if higher_is_better:
             vs_ceiling = _ratio(median, ceiling) if key != "raw" else "1.00x"
             mine = (_ratio(sync, median), _ratio(asyn, median))
@@ -126,7 +214,7 @@ def _table(
             mine = ("", "")
         rows.append(
             f"| {label} | {_fmt(median, unit)} | {_spread(s, unit)} | {vs_ceiling} | "
-            f"{mine[0]} | {mine[1]} |"
+            f"{mine[0]} | {mine[1]} | {first} |"
         )
     return rows
 
@@ -140,8 +228,10 @@ def markdown(data: dict[str, Any]) -> str:
         f"- machine: {meta['machine']}; Python {meta['python']}; gtom {meta['gtom']}",
         f"- server: {meta['server']} (in its own process; "
         f"{meta['server_rss_mb']} MB RSS at the end)",
-        f"- every figure: median of {meta['runs']} runs, contenders round-robin; spread = min-max;"
-        " events/s = events / time from the contender's start (connect) to its last event",
+        f"- every figure: median of {meta['runs']} rounds, contenders round-robin (some peers run"
+        " fewer rounds, see below); spread = min-max; events/s = events from the first to the last"
+        " / the time between them (the time to the first event, mostly the server's first oplog"
+        " scan, is shown apart)",
     ]
     if meta.get("quick"):
         out.append("- **quick run** (a tenth of the sizes): a smoke test, not a result")
@@ -156,6 +246,10 @@ def markdown(data: dict[str, Any]) -> str:
         if c["unavailable"]
     ]
     out += [
+        "",
+        "## Targets",
+        "",
+        *_targets_table(data.get("ratios") or ratios(figures)),
         "",
         "## Summary",
         "",
@@ -184,6 +278,14 @@ def markdown(data: dict[str, Any]) -> str:
             ]
     if "daemon" in figures:
         out += ["", f"## Daemon: {titles['a']}", "", *_daemon_table(meta, figures["daemon"])]
+    if "sinks" in figures:
+        for key, group in figures["sinks"].items():
+            out += [
+                "",
+                f"## Sinks: a fresh `gtom run` per sink, the first events of {titles[key]}",
+                "",
+                *_sinks_table(group),
+            ]
     if "replay" in figures:
         out += [
             "",
@@ -209,6 +311,22 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _targets_table(found: list[dict[str, Any]]) -> list[str]:
+    rows = [
+        "| target | at least | median | per round | met |",
+        "| --- | ---: | ---: | --- | :---: |",
+    ]
+    for r in found:
+        median = "—" if r["median"] is None else f"{r['median']:.2f}x"
+        rounds = " · ".join(f"{x:.2f}" for x in r["rounds"]) or "did not run"
+        name = r["name"].replace("|", "\\|")
+        rows.append(
+            f"| {name} | {r['at_least']:.2f}x | {median} | {rounds} | "
+            f"{'yes' if r['met'] else '**no**'} |"
+        )
+    return rows
+
+
 def _daemon_table(meta: dict[str, Any], group: dict[str, list[dict[str, Any]]]) -> list[str]:
     stats = {key: summary(_runs(runs)) for key, runs in group.items()}
     tail = stats.get("tail", {}).get("median")
@@ -217,6 +335,7 @@ def _daemon_table(meta: dict[str, Any], group: dict[str, list[dict[str, Any]]]) 
         "| --- | ---: | ---: | ---: |",
     ]
     labels = {
+        "library": "the library's asyncio face (the contender `gtom-async`)",
         "tail": "`gtom tail \\| reader`",
         "run-piped": "`gtom run --sink stdout \\| reader`",
         "run-devnull": "`gtom run --sink stdout > /dev/null` (until its checkpoint has the "
@@ -226,6 +345,24 @@ def _daemon_table(meta: dict[str, Any], group: dict[str, list[dict[str, Any]]]) 
         rows.append(
             f"| {labels.get(key, key)} | {_fmt(s['median'])} | {_spread(s)} | "
             f"{_ratio(s['median'], tail)} |"
+        )
+    return rows
+
+
+def _sinks_table(group: dict[str, list[dict[str, Any]]]) -> list[str]:
+    stats = {key: summary(_runs(runs)) for key, runs in group.items()}
+    stdout = stats.get("stdout", {}).get("median")
+    rows = [
+        "| sink | events/s (median) | spread | / stdout sink |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for key, s in stats.items():
+        if s["median"] is None:
+            why = "; ".join(s["errors"]) or "did not run"
+            rows.append(f"| {key} | — | — | — ({why[:160]}) |")
+            continue
+        rows.append(
+            f"| {key} | {_fmt(s['median'])} | {_spread(s)} | {_ratio(s['median'], stdout)} |"
         )
     return rows
 
@@ -299,6 +436,7 @@ def summary_table(data: dict[str, Any]) -> list[str]:
     direct = figures.get("direct", {})
     if direct:
         row("direct read, 1 segment, docs/s", medians(direct.get("1", {})))
+    if len(direct) > 1:
         best: dict[str, Any] = {}
         for group in direct.values():
             for k, v in medians(group).items():
@@ -307,10 +445,21 @@ def summary_table(data: dict[str, Any]) -> list[str]:
         row("direct read, best of 1 and 4 segments, docs/s", best)
     if "daemon" in figures:
         d = {k: summary(_runs(v))["median"] for k, v in figures["daemon"].items()}
+        library = d.get("library")
+        for key, name in (("run-devnull", "`gtom run` to /dev/null"), ("tail", "`gtom tail`")):
+            rows.append(
+                f"| {name}, (a) events/s | | | {_fmt(d.get(key))} | | | "
+                f"| {_ratio(d.get(key), library)} of the library's asyncio tail "
+                f"({_fmt(library)}/s) | | | |"
+            )
+    for key, group in figures.get("sinks", {}).items():
+        sinks = {k: summary(_runs(v))["median"] for k, v in group.items()}
+        ratios_text = ", ".join(
+            f"{k} {_ratio(v, sinks.get('stdout'))}" for k, v in sinks.items() if k != "stdout"
+        )
         rows.append(
-            f"| `gtom run` to /dev/null, (a) events/s | | {_fmt(d.get('run-devnull'))} | | | | "
-            f"| {_ratio(d.get('run-devnull'), d.get('tail'))} of `gtom tail` "
-            f"({_fmt(d.get('tail'))}/s) | | | |"
+            f"| `gtom run` into each sink, ({key}) events/s | | | "
+            f"{_fmt(sinks.get('stdout'))} (stdout) | | | | {ratios_text} | | | |"
         )
     if "replay" in figures:
         runs = _runs(figures["replay"])

@@ -1,19 +1,21 @@
 """`make bench`: gtom against the raw-driver ceiling and its peers, on one server, in one run.
 
-    python bench/run.py [--quick] [--runs 3] [--no-peers] [--python-server]
+    python bench/run.py [--quick] [--runs 5] [--no-peers] [--python-server] [--only oplog,...]
 
 Builds what it needs (the SecantusDB Rust server, the gtm program, the Debezium and
 mongo-connector virtualenvs; each cached in ~/.cache/gtom, or $GTOM_CACHE, and reused by every
 clone), loads the
 workloads once, runs every contender on the same data round-robin (so drift hits them all), and
-writes bench/results/latest.md and latest.json. Every figure is a median of --runs runs with
-its spread, and ratios are taken within this run only. Contenders speak
-bench/peers/PROTOCOL.md; one that cannot run is reported with the reason.
+writes bench/results/latest.md and latest.json. Every figure is a median of --runs rounds with
+its spread (the slow peers run fewer), ratios are taken within this run only, round by round,
+and printed against the targets (`report.TARGETS`). Contenders speak bench/peers/PROTOCOL.md;
+one that cannot run is reported with the reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -34,6 +36,7 @@ import report
 from daemon_runs import daemon_figure, replay_figure
 from report import Run
 from server import BENCH, BUILD, CACHE, VENVS, BenchServer, ensure_rust_server, log
+from sinks import sinks_figure
 
 import gtom
 
@@ -54,6 +57,8 @@ class Contender:
     unavailable: str | None = None
     #: The workloads it runs on (None: all): the slowest peers skip some to fit in 10 minutes.
     workloads: set[str] | None = None
+    #: At most this many rounds (None: every round): the slowest peers, for the same reason.
+    max_runs: int | None = None
 
 
 def contenders(with_peers: bool) -> list[Contender]:
@@ -64,6 +69,14 @@ def contenders(with_peers: bool) -> list[Contender]:
             [*PY_CONTENDER, "--impl", "raw"],
             {"oplog", "changes", "direct", "latency"},
             kind="ceiling",
+        ),
+        Contender(
+            "raw-fetch",
+            "raw pymongo fetching updated documents (ceiling of fetching)",
+            [*PY_CONTENDER, "--impl", "raw-fetch"],
+            {"oplog"},
+            kind="ceiling",
+            workloads={"b"},
         ),
         Contender(
             "gtom-sync",
@@ -109,7 +122,8 @@ def contenders(with_peers: bool) -> list[Contender]:
             ],
             {"oplog", "direct"},
             ["bash", str(PEERS / "mongo_connector/setup.sh")],
-            workloads={"a", "c", "d"},
+            workloads={"a", "d"},
+            max_runs=2,
         ),
         Contender(
             "debezium",
@@ -118,6 +132,7 @@ def contenders(with_peers: bool) -> list[Contender]:
             {"changes", "direct"},
             ["bash", str(PEERS / "debezium/setup.sh")],
             workloads={"a", "d"},
+            max_runs=2,
         ),
     ]
     return found
@@ -141,17 +156,18 @@ def set_up(found: list[Contender]) -> None:
 
 @dataclass
 class Sizes:
-    inserts: int = 100_000  # (a)
-    updates: int = 50_000  # (b)
-    update_docs: int = 10_000
-    mixed: int = 40_000  # (c), across 5 collections
-    direct: int = 200_000  # (d)
-    replay: int = 1_000_000
-    latency_writes: int = 200
+    inserts: int = 50_000  # (a)
+    updates: int = 25_000  # (b)
+    update_docs: int = 5_000
+    mixed: int = 20_000  # (c), across 5 collections
+    direct: int = 100_000  # (d)
+    replay: int = 1_000_000  # the memory figure: RSS must stay flat over a million events
+    latency_writes: int = 100
+    sinks: int = 30_000  # the first events of (a), through each sink
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(10_000, 5_000, 1_000, 4_000, 20_000, 50_000, 100)
+        return cls(10_000, 5_000, 1_000, 4_000, 20_000, 50_000, 50, 5_000)
 
 
 @dataclass
@@ -346,6 +362,8 @@ def rounds(
         for c in able:
             if out[c.key] and not out[c.key][-1].ok and "unsupported" in out[c.key][-1].error:
                 continue
+            if c.max_runs is not None and len(out[c.key]) >= c.max_runs:
+                continue
             result = job(c)
             log(
                 f"  {c.label:32s} {mode:8s} {result.rate:>10,.0f}/s "
@@ -374,12 +392,14 @@ def latency_job(uri: str, writes: int) -> Callable[[Contender], Run]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the sizes (a smoke run)")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=None, help="rounds (default 5; quick: 3)")
     parser.add_argument("--no-peers", action="store_true", help="only the ceiling and gtom")
     parser.add_argument("--python-server", action="store_true", help="skip the Rust server")
     parser.add_argument("--only", default="", help="figures to run, e.g. oplog,direct")
     args = parser.parse_args()
     sizes = Sizes.quick() if args.quick else Sizes()
+    if args.runs is None:
+        args.runs = 3 if args.quick else 5
     only = set(filter(None, args.only.split(",")))
     started = time.perf_counter()
     found = contenders(not args.no_peers)
@@ -414,37 +434,45 @@ def main() -> int:
                     key,
                 )
             if key == "a" and want("daemon"):
-                figures["daemon"] = daemon_figure(uri, work["a"], args.runs)
+                asyncio_face = next(c for c in found if c.key == "gtom-async")
+                figures["daemon"] = daemon_figure(
+                    uri,
+                    work["a"],
+                    args.runs,
+                    library=lambda c=asyncio_face, w=w: run_contender(
+                        c, uri, "oplog", w.db, w.events, after=w.after
+                    ),
+                )
+            if key == "a" and want("sinks"):
+                first = dataclasses.replace(w, events=min(sizes.sinks, w.events))
+                figures["sinks"] = {"a": sinks_figure(uri, first, args.runs)}
         if want("direct"):
             write["d"]()
             w = work["d"]
-            figures["direct"] = {}
-            for segments in (1, 4):
-                log(f"direct reads: {w.title}, {segments} segment(s)")
-                pool = (
-                    found
-                    if segments == 1
-                    else [c for c in found if c.key in ("gtom-sync", "gtom-async", "gtm")]
-                )
-                figures["direct"][str(segments)] = rounds(
+            log(f"direct reads: {w.title}, one segment")
+            figures["direct"] = {
+                "1": rounds(
                     args.runs,
-                    pool,
+                    found,
                     "direct",
-                    lambda c, s=segments, w=w: run_contender(
-                        c, uri, "direct", w.db, w.events, segments=s
-                    ),
+                    lambda c, w=w: run_contender(c, uri, "direct", w.db, w.events),
                     "d",
                 )
+            }
         if want("replay"):
             write["r"]()
-            figures["replay"] = replay_figure(uri, work["r"], args.runs)
+            figures["replay"] = replay_figure(uri, work["r"], 1)  # memory, not a ratio
         server_kind = server.kind
         server_rss = server.rss_mb()
     if want("latency"):
         log("write -> event latency on an idle server (a fresh one: its oplog is short)")
         with BenchServer(10_000, prefer_rust=not args.python_server) as idle:
-            figures["latency"] = rounds(
-                args.runs, found, "latency", latency_job(idle.uri, sizes.latency_writes), "l"
+            figures["latency"] = rounds(  # a check of no regression, not a ratio: 3 rounds
+                min(3, args.runs),
+                found,
+                "latency",
+                latency_job(idle.uri, sizes.latency_writes),
+                "l",
             )
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -478,6 +506,11 @@ def main() -> int:
         "build_seconds": round(build_seconds, 1),
     }
     meta["seconds"] = round(time.perf_counter() - started, 1)
+    for r in report.ratios(figures):
+        rounds_text = " ".join(f"{x:.2f}" for x in r["rounds"]) or "-"
+        median = "-" if r["median"] is None else f"{r['median']:.2f}x"
+        mark = "met" if r["met"] else "NOT MET"
+        log(f"target {r['name']}: {median} (>= {r['at_least']:.2f}x {mark}), rounds {rounds_text}")
     RESULTS.mkdir(exist_ok=True)
     data = report.to_json(meta, figures)
     name = "latest" if not args.quick and not only else "partial"  # never overwrite a full run

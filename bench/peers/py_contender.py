@@ -22,14 +22,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import bson
 import protocol  # bench/peers/protocol.py, beside this file
 from bson import Timestamp
+from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient, CursorType, MongoClient
 
 import gtom
 
 COUNTED_OPS = {"i", "u", "d"}
+#: Ids per fetch query: gtom's buffer_size and gtm's BufferSize.
+FETCH_IDS = 50
 COUNTED_EVENTS = {"insert", "update", "replace", "delete"}
 
 
@@ -133,10 +137,62 @@ def raw(args: argparse.Namespace) -> dict[str, Any]:
     return clock.result(note)
 
 
+def raw_fetch(args: argparse.Namespace) -> dict[str, Any]:
+    """The ceiling of fetching updated documents: tail raw, fetch 50 ids per ``$in`` query."""
+    if args.mode != "oplog":
+        return {"unsupported": "raw-fetch is the ceiling of oplog tailing with fetches only"}
+    client: MongoClient[RawBSONDocument] = MongoClient(args.uri, document_class=RawBSONDocument)
+    clock = Clock(args.expect, False)
+    prefix = f"{args.db}."
+    batches = client.local.oplog.rs.find_raw_batches(
+        {"ts": {"$gt": parse_ts(args.after)}}, cursor_type=CursorType.TAILABLE_AWAIT
+    )
+    raw_codec: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
+    done = False
+    for batch in batches:
+        updated: dict[str, list[Any]] = {}
+        for entry in bson.decode_all(batch, raw_codec):
+            op, ns = entry["op"], entry["ns"]
+            if op not in COUNTED_OPS or not ns.startswith(prefix):
+                continue
+            if op == "u":
+                updated.setdefault(ns, []).append(entry["o2"]["_id"])
+            elif clock.event():
+                done = True
+                break
+        # The batch's updates: their documents, 50 ids per query, one query at a time.
+        for ns, ids in updated.items():
+            db, _, name = ns.partition(".")
+            for start in range(0, len(ids), FETCH_IDS):
+                group = ids[start : start + FETCH_IDS]
+                for _ in client[db][name].find({"_id": {"$in": group}}):
+                    pass
+                for _ in group:
+                    done = done or clock.event()
+                if done:
+                    break
+            if done:
+                break
+        if done:
+            break
+    note = f"find_raw_batches on local.oplog.rs; per batch, $in of {FETCH_IDS} ids, one at a time"
+    return clock.result(note)
+
+
 # -- gtom --------------------------------------------------------------------------------------
 
 
+#: Configured as the gtm contender is (bench/peers/gtm/main.go): ChannelSize 2048, BufferSize 50,
+#: BufferDuration 75 ms.
+LIKE_GTM = {"channel_size": 2048, "buffer_size": 50, "buffer_duration": 0.075}
+
+
 def gtom_options(args: argparse.Namespace, client: Any) -> tuple[gtom.Options, str]:
+    options, note = _gtom_options(args, client)
+    return options.replace(**LIKE_GTM), note + "; channel_size=2048, buffer_duration=75 ms (as gtm)"
+
+
+def _gtom_options(args: argparse.Namespace, client: Any) -> tuple[gtom.Options, str]:
     prefix = f"{args.db}."
     if args.mode in ("oplog", "latency"):
         after = parse_ts(args.after) if args.after else None
@@ -209,6 +265,7 @@ def gtom_async(args: argparse.Namespace) -> dict[str, Any]:
 
 IMPLS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "raw": raw,
+    "raw-fetch": raw_fetch,
     "gtom-sync": gtom_sync,
     "gtom-async": gtom_async,
 }
