@@ -359,8 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tune_gc()
     argv = list(sys.argv[1:] if argv is None else argv)
     import os as _os
+
     if _os.environ.get("GTOM_GC_EXP"):
         import gc as _gc
+
         _gc.set_threshold(100_000, 50, 1000)
         _gc.freeze()
     if argv and argv[0] in ("run", "check-config"):
