@@ -358,13 +358,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the command itself, not a caller's process
         tune_gc()
     argv = list(sys.argv[1:] if argv is None else argv)
-    import os as _os
-
-    if _os.environ.get("GTOM_GC_EXP"):
-        import gc as _gc
-
-        _gc.set_threshold(100_000, 50, 1000)
-        _gc.freeze()
     if argv and argv[0] in ("run", "check-config"):
         return _run_daemon(argv)
     try:
