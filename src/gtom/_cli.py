@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from bson import Timestamp
 from pymongo import MongoClient
@@ -29,6 +29,9 @@ from gtom._namespaces import parse_position, tail_filter
 from gtom._op import Op
 from gtom._redact import redact, uri_error
 from gtom.consistent import consistent_hash_filter_from_file
+
+if TYPE_CHECKING:
+    from gtom.daemon.progress import CopyBars
 
 __all__ = ["main"]
 
@@ -220,15 +223,37 @@ def print_ops(ctx: gtom.OpCtx, out: TextIO, lines: OpLines, *, what: str = "") -
 
 
 def _report_copy(ctx: gtom.OpCtx) -> None:
-    """Show the copy's progress on a terminal (stderr), and say when it is done."""
+    """Show the copy's progress on a terminal (stderr), and say when it is done.
+
+    With ``rich`` (``gtom[daemon]``) a bar per collection, else one line redrawn in place;
+    nothing but the closing line when stderr is not a terminal. Never on stdout (the events).
+    """
     tty = sys.stderr.isatty()
-    while not ctx.wait_for_direct_reads(timeout=0.5):
-        if ctx.stopped:
-            return
-        if tty:
-            print(f"\r\x1b[Kgtom: {_progress_line(ctx)}", end="", file=sys.stderr, flush=True)
-    end = "\r\x1b[K" if tty else ""
+    bars = _copy_bars() if tty else None
+    try:
+        while not ctx.wait_for_direct_reads(timeout=0.5):
+            if ctx.stopped:
+                return
+            if bars is not None:
+                bars.update(ctx.direct_read_progress())
+            elif tty:
+                print(f"\r\x1b[Kgtom: {_progress_line(ctx)}", end="", file=sys.stderr, flush=True)
+        if bars is not None:
+            bars.update(ctx.direct_read_progress())
+    finally:
+        if bars is not None:
+            bars.close()
+    end = "\r\x1b[K" if tty and bars is None else ""
     print(f"{end}gtom: copy done: {_progress_line(ctx)}", file=sys.stderr, flush=True)
+
+
+def _copy_bars() -> CopyBars | None:
+    """Rich progress bars on stderr, if ``rich`` is installed."""
+    try:
+        from gtom.daemon.progress import CopyBars
+    except ImportError:
+        return None
+    return CopyBars()
 
 
 def _progress_line(ctx: gtom.OpCtx) -> str:
