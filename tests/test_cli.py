@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from bson import json_util
+from pymongo import MongoClient
 
 from tests.conftest import TestServer
 
@@ -243,6 +244,50 @@ def test_demo_prints_the_sample_changes_and_exits() -> None:
     assert {("i", "users"), ("u", "users"), ("d", "users"), ("c", "$cmd")} <= kinds
     assert any(e["txn"] for e in events)
     assert events[-1]["data"] == {"dropDatabase": 1}
+    # The changes are made while gtom tails: each update carries its document as it was then.
+    updates = [e["data"] for e in events if e["operation"] == "u"]
+    assert updates == [
+        {"_id": 1, "name": "Ada Lovelace", "langs": ["en", "it"]},
+        {"_id": 2, "name": "Grace"},
+        {"_id": 3, "name": "Linus T.", "langs": ["fi", "en"]},
+        {"_id": 1, "name": "Ada Lovelace", "langs": ["en", "it"], "orders": 1},
+    ]
+    assert "`gtom run` and `gtom top`" in result.stderr.splitlines()[-1]
+    assert "gtom demo --serve" in result.stderr.splitlines()[-1]
+
+
+def test_demo_serve_keeps_the_server_up_with_changes_until_ctrl_c() -> None:
+    proc = subprocess.Popen(
+        [*GTOM, "demo", "--serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        said: list[str] = []
+        deadline = time.monotonic() + 60
+        while not said or "Ctrl-C stops the server" not in said[-1]:
+            said.append(proc.stderr.readline())
+            assert said[-1], "gtom demo --serve ended before serving:\n" + "".join(said)
+            assert time.monotonic() < deadline
+        (uri,) = [line.split()[-1] for line in said if line.startswith("gtom demo: serving ")]
+        assert f"gtom run --uri '{uri}' --ns demo" in "".join(said)
+        assert "gtom top" in "".join(said)
+        client: MongoClient[Any] = MongoClient(uri)
+        try:
+            orders = client.demo.orders
+            deadline = time.monotonic() + 30
+            while orders.count_documents({"state": "shipped"}) < 3:  # the writer keeps going
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "gtom demo: stopped" in err and "Traceback" not in err
 
 
 def test_version() -> None:

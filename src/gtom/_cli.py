@@ -171,6 +171,18 @@ def _build_parser() -> _Parser:
     demo.add_argument(
         "--canonical", action="store_true", help="canonical instead of relaxed Extended JSON"
     )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="afterwards keep the server up, with changes being made in it, until Ctrl-C: "
+        "to try `gtom run` and `gtom top` on it",
+    )
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="with --serve: the server's port (default: any free port)",
+    )
     return parser
 
 
@@ -391,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_tail(args)
         from gtom._demo import run_demo
 
-        return run_demo(sys.stdout, canonical=args.canonical)
+        return run_demo(sys.stdout, canonical=args.canonical, serve=args.serve, port=args.port)
     except UsageError as e:
         return _fail(str(e), EXIT_USAGE)
     except gtom.GtomError as e:
