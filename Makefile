@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 KAFKA := tests/brokers/kafka
 QUICK ?=
 
-.PHONY: demo test lint format synchro clean bench test-tools rust-server
+.PHONY: demo test lint format synchro clean bench test-tools rust-server docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/gtom demo
 
-## Lint, type-check, check the generated sync face, then run the whole test suite.
-test: test-tools lint $(KAFKA)/lib/.filled rust-server
+## Lint, type-check, check the generated sync face, build the docs, then run the whole test suite.
+test: test-tools lint docs $(KAFKA)/lib/.filled rust-server
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 ## One line up front when the machine lacks what the Kafka tests need (they are skipped then).
@@ -57,6 +57,12 @@ lint: $(VENV)/.installed
 	$(BIN)/python -m mypy
 	$(BIN)/python tools/synchro.py --check
 
+## The docs site (mkdocs.yml) into site/: README.md as the guide, docs/*.md, the API reference
+## from the docstrings. --strict: a broken link or anchor, a page left out of the nav, a public
+## name missing from the reference or without a docstring fails it (tools/docs_site.py).
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
 ## Regenerate src/gtom/_sync and tests/_sync from their asyncio sources.
 synchro: $(VENV)/.installed
 	$(BIN)/python tools/synchro.py
@@ -66,7 +72,7 @@ format: $(VENV)/.installed
 	$(BIN)/python -m ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site
 
 ## Benchmarks: gtom against the raw-driver ceiling, gtm, Debezium and mongo-connector, in one
 ## run, and the daemon into every sink (builds the Rust server and the peers once, into a cache
