@@ -26,14 +26,21 @@ from typing import Any, Protocol
 
 from bson import SON, Timestamp, json_util
 from pymongo import AsyncMongoClient, WriteConcern
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from gtom._errors import ConfigurationError, GtomError
 from gtom._jsonl import CANONICAL
 from gtom._position import Position
 from gtom._retry import translate
 
-__all__ = ["Checkpoint", "CheckpointStore", "FileStore", "MongoStore", "StreamMark"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointFenced",
+    "CheckpointStore",
+    "FileStore",
+    "MongoStore",
+    "StreamMark",
+]
 
 VERSION = 1
 
@@ -217,8 +224,17 @@ class FileStore:
         """Nothing to release."""
 
 
+class CheckpointFenced(GtomError):  # noqa: N818 - what happened to the writer
+    """A checkpoint write of a cluster leader whose term is over (another process leads)."""
+
+
 class MongoStore:
-    """A checkpoint as one document (``_id`` = ``name``) of a MongoDB collection."""
+    """A checkpoint as one document (``_id`` = ``name``) of a MongoDB collection.
+
+    In a cluster (`gtom.daemon.cluster`), set ``term`` to the lease's: every write then carries
+    it and fails, with `CheckpointFenced`, if the document holds a newer one; `claim` raises the
+    document's term when a process takes the lease.
+    """
 
     def __init__(self, client: AsyncMongoClient[Any], namespace: str, name: str) -> None:
         """Keep the checkpoint in ``namespace`` (``"db.coll"``) under ``_id`` ``name``."""
@@ -227,12 +243,15 @@ class MongoStore:
             raise ConfigurationError(
                 f"checkpoint.collection must be 'db.collection', got {namespace!r}"
             )
-        self._client = client
+        self.client = client
+        """The client of the store's server (a cluster's leases are kept there too)."""
         self._coll = client[database].get_collection(
             collection, write_concern=WriteConcern("majority")
         )
         self._name = name
         self.where = f"{namespace} (_id {name!r})"
+        self.term: int | None = None
+        """The writer's term in a cluster (None: no cluster, writes are unconditional)."""
 
     async def load(self) -> Checkpoint | None:
         """The saved checkpoint, or None if there is no document."""
@@ -240,16 +259,43 @@ class MongoStore:
             document = await self._coll.find_one({"_id": self._name})
         except PyMongoError as e:
             raise translate(e, f"reading the checkpoint from {self.where}") from e
-        return None if document is None else Checkpoint.from_document(document, self.where)
+        if document is None or "version" not in document:  # none, or only a claim's term
+            return None
+        return Checkpoint.from_document(document, self.where)
 
     async def save(self, checkpoint: Checkpoint) -> None:
-        """Replace the document (majority write concern)."""
+        """Replace the document (majority write concern); in a cluster, only at our term."""
         checkpoint.saved_at = _now()
         document = SON([("_id", self._name), *checkpoint.to_document().items()])
+        query: dict[str, Any] = {"_id": self._name}
+        if self.term is not None:
+            document["term"] = self.term
+            query["$or"] = [{"term": {"$exists": False}}, {"term": {"$lte": self.term}}]
         try:
-            await self._coll.replace_one({"_id": self._name}, document, upsert=True)
+            await self._coll.replace_one(query, document, upsert=True)
+        except DuplicateKeyError as e:  # the filter missed: a newer term holds the document
+            raise CheckpointFenced(
+                f"the checkpoint in {self.where} belongs to a newer term than this process's "
+                f"({self.term}): another process leads the cluster now"
+            ) from e
         except PyMongoError as e:
             raise translate(e, f"saving the checkpoint to {self.where}") from e
+
+    async def claim(self, term: int) -> None:
+        """Raise the document's term to ``term`` (a new leader's first write), creating it."""
+        try:
+            await self._coll.update_one(
+                {"_id": self._name, "$or": [{"term": {"$exists": False}}, {"term": {"$lt": term}}]},
+                {"$set": {"term": term}},
+                upsert=True,
+            )
+        except DuplicateKeyError as e:
+            raise CheckpointFenced(
+                f"the checkpoint in {self.where} already belongs to term {term} or newer"
+            ) from e
+        except PyMongoError as e:
+            raise translate(e, f"claiming the checkpoint in {self.where}") from e
+        self.term = term
 
     async def reset(self) -> None:
         """Delete the document."""

@@ -22,7 +22,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gtom._redact import shown, uri_error
 from gtom.daemon import exits
@@ -86,6 +93,9 @@ class SourceSettings(_Section):
     shards_from: str | None = Field(
         None, description="tail every shard listed by this config server instead of uri"
     )
+    shard: str | None = Field(
+        None, description="with shards_from: follow this shard only (its config.shards _id)"
+    )
     worker: str | None = Field(None, description="this worker's name (with workers_file)")
     workers_file: str | None = Field(None, description='TOML file: Workers = ["a", "b"]')
     full_document: Literal["updateLookup", "default", "whenAvailable", "required"] = Field(
@@ -101,12 +111,19 @@ class SourceSettings(_Section):
     )
     timeout: float = Field(10.0, gt=0, le=MAX_SECONDS, description="seconds to look for the server")
 
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # "" in a file: not set
+
     @model_validator(mode="after")
     def _consistent(self) -> SourceSettings:
         if (self.worker is None) != (self.workers_file is None):
             raise ValueError("source.worker and source.workers_file go together")
         if self.no_tail and not self.direct_read:
             raise ValueError("source.no_tail needs source.direct_read (nothing else to do)")
+        if self.shard is not None and not self.shards_from:
+            raise ValueError("source.shard picks one shard of source.shards_from: set both")
         if self.shards_from and self.change_streams:
             raise ValueError(
                 "source.shards_from tails each shard's oplog; change streams follow a sharded "
@@ -221,6 +238,38 @@ class CheckpointSettings(_Section):
     name: str = Field("default", description="mongodb: this daemon's document _id")
 
 
+class ClusterSettings(_Section):
+    """Daemons that share one lease: one of them delivers, the others stand by (hot)."""
+
+    name: str | None = Field(
+        None, description="the cluster; every gtom run with this name shares one lease"
+    )
+    lease_ttl: float = Field(
+        10.0, ge=1.0, le=3600.0, description="seconds a lease lasts without renewal"
+    )
+    collection: str = Field(
+        "gtom.leases", description="db.collection of the leases (in the checkpoint store)"
+    )
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # "" in a file: no cluster
+
+    @model_validator(mode="after")
+    def _named(self) -> ClusterSettings:
+        if self.name is not None and (not self.name.strip() or "/" in self.name):
+            raise ValueError(
+                f"cluster.name must be a non-empty name without '/', got {shown(self.name)}"
+            )
+        database, _, collection = self.collection.partition(".")
+        if not database or not collection:
+            raise ValueError(
+                f"cluster.collection must be 'db.collection', got {shown(self.collection)}"
+            )
+        return self
+
+
 class MetricsSettings(_Section):
     """The HTTP endpoint for /metrics, /healthz and /readyz."""
 
@@ -251,6 +300,7 @@ class Config(_Section):
     sink: SinkSettings = SinkSettings()
     delivery: DeliverySettings = DeliverySettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
+    cluster: ClusterSettings = ClusterSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 
@@ -395,6 +445,13 @@ def _validate(
     except RecursionError as e:  # a value nested too deep to check
         raise ConfigError(f"a value in {where} is nested too deep", exits.BAD_VALUE) from e
     _check_uris(config, origin, where)
+    if config.cluster.name is not None and config.checkpoint.store != "mongodb":
+        came = origin.get(("cluster", "name"), where)
+        raise ConfigError(
+            f'cluster.name (from {came}) needs checkpoint.store = "mongodb": the processes of a '
+            f"cluster share their checkpoint and lease through MongoDB",
+            exits.CLUSTER_NEEDS_MONGODB,
+        )
     return config
 
 

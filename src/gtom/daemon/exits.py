@@ -35,6 +35,8 @@ UNKNOWN_NAMESPACE = 15
 SINK_UNREACHABLE = 16
 HISTORY_LOST = 17
 SINK_REJECTED = 18
+CLUSTER_NEEDS_MONGODB = 19  # [cluster] with the file checkpoint store
+FENCED = 20  # a cluster leader woke up after its lease could have been taken: it stops at once
 INTERRUPTED = 130  # a second SIGINT/SIGTERM: exit at once
 
 #: Code -> what it means (the README's table is written from this).
@@ -55,6 +57,10 @@ TABLE = {
     SINK_UNREACHABLE: "the sink cannot be reached at start",
     HISTORY_LOST: "the checkpoint's position has fallen off the oplog (see on_history_lost)",
     SINK_REJECTED: "the sink refused events for good (e.g. HTTP 400)",
+    CLUSTER_NEEDS_MONGODB: "cluster.name is set but the checkpoint is a file (clusters share it "
+    "through MongoDB)",
+    FENCED: "a cluster leader woke up (SIGCONT) after its lease could have been taken: it stopped "
+    "at once, sending nothing more",
     INTERRUPTED: "a second signal: stopped at once, without the final checkpoint",
 }
 

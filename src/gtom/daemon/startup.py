@@ -176,6 +176,16 @@ class Startup:
             raise ConfigError(
                 f"config.shards of {redact(source.shards_from)} lists no shard", exits.BAD_VALUE
             )
+        if source.shard is not None:  # this process follows one shard only
+            mine = [info for info in shards if str(info.id) == source.shard]
+            if not mine:
+                have = ", ".join(str(info.id) for info in shards)
+                raise ConfigError(
+                    f"source.shard {source.shard!r} is not in config.shards of "
+                    f"{redact(source.shards_from)} (it lists {have})",
+                    exits.BAD_VALUE,
+                )
+            shards, listen_after = mine, None  # new shards are other processes' to follow
         clients = {str(info.id): self._open_shard(info) for info in shards}
         if fresh:
             for name, client in clients.items():

@@ -162,6 +162,9 @@ class NatsSink:
         self._inbox = ""  # where JetStream's acknowledgements come: <inbox>.<batch>.<index>
         self._batches = 0
         self._acks: _Acks | None = None
+        self.sender: str | None = None
+        """In a cluster: the leader that sends (``host:pid:nonce term N``), as header
+        ``Gtom-Sender`` of every message."""
 
     def _subject(self, namespace: str) -> str:
         subject = self._subjects.get(namespace)
@@ -254,12 +257,13 @@ class NatsSink:
         publish = self._nc.publish
         subject = self._subject
         reply = acks.prefix
+        sender = self.sender
         for index, event in enumerate(batch):
+            headers = {"Nats-Msg-Id": event.id}
+            if sender is not None:
+                headers["Gtom-Sender"] = sender
             await publish(
-                subject(event.namespace),
-                event.payload,
-                reply=f"{reply}{index}",
-                headers={"Nats-Msg-Id": event.id},
+                subject(event.namespace), event.payload, reply=f"{reply}{index}", headers=headers
             )
         await acks.done
 

@@ -83,6 +83,9 @@ class WebhookSink:
         self.timeout = timeout
         self.verify_tls = verify_tls
         self._headers = dict(headers or {})
+        self.sender: str | None = None
+        """In a cluster: the leader that sends (``host:pid:nonce term N``), as header
+        ``X-Gtom-Sender`` of every request."""
         self._client: httpx.AsyncClient | None = None
 
     def _scrub(self, text: str) -> str:
@@ -146,6 +149,8 @@ class WebhookSink:
         }
         if self._secret is not None:
             headers["X-Gtom-Signature"] = signature(self._secret, body)
+        if self.sender is not None:
+            headers["X-Gtom-Sender"] = self.sender
         try:
             response = await self._client.post(self.url, content=body, headers=headers)
         except httpx.TimeoutException as e:
