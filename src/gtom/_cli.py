@@ -1,7 +1,7 @@
 """The ``gtom`` command.
 
 ``gtom tail`` prints a deployment's changes as JSON Lines; ``gtom demo`` shows it on an embedded
-server.
+server; ``gtom top`` shows running daemons live (`gtom._top`).
 Every failure the user can fix (a bad URI, an unreachable server, a server with no oplog, an
 unknown option) is one line on stderr and exit code 2, never a traceback.
 """
@@ -161,6 +161,31 @@ def _build_parser() -> _Parser:
         ("check-config", "validate the daemon's settings without connecting"),
     ):
         commands.add_parser(name, help=text, add_help=False)
+
+    top = commands.add_parser(
+        "top",
+        help="a live dashboard of running `gtom run` daemons (gtom[top])",
+        description="Show running `gtom run` daemons live, from their /metrics: state, events "
+        "per second, lag, rates per namespace and operation, checkpoint, queue, retries, sink "
+        "health and copies. q quits. With --once, or when stdout is not a terminal, print one "
+        "plain-text snapshot and exit.",
+    )
+    top.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a daemon's metrics address, http://HOST:PORT (repeatable; default: "
+        "http://127.0.0.1:9187, the default metrics.listen)",
+    )
+    top.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    top.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between two readings (default: %(default)s)",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -401,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _build_parser().parse_args(argv)
         if args.command == "tail":
             return _run_tail(args)
+        if args.command == "top":
+            return _run_top(args)
         from gtom._demo import run_demo
 
         return run_demo(sys.stdout, canonical=args.canonical, serve=args.serve, port=args.port)
@@ -416,6 +443,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _run_top(args: argparse.Namespace) -> int:
+    if not 0.1 <= args.interval <= 3600:
+        raise UsageError(f"--interval must be between 0.1 and 3600 seconds, got {args.interval}")
+    try:
+        from gtom._top import DEFAULT_URL, run_top
+    except ImportError as e:
+        raise UsageError(
+            f"gtom top needs its dependencies ({e.name} is missing): pip install 'gtom[top]'"
+        ) from None
+    return run_top(args.url or [DEFAULT_URL], once=args.once, interval=args.interval)
 
 
 def _run_daemon(argv: list[str]) -> int:
