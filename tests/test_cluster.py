@@ -454,3 +454,34 @@ def test_a_cluster_with_a_file_checkpoint_is_refused_with_its_own_exit_code(
     assert done.returncode == 19
     assert done.stderr.count("\n") == 1
     assert 'checkpoint.store = "mongodb"' in done.stderr
+
+
+def test_a_leader_without_a_saved_checkpoint_starts_from_the_clusters_first_start(
+    lease_server: TestServer, db_name: str
+) -> None:
+    from bson import Timestamp
+
+    from gtom.daemon.checkpoint import Checkpoint, CheckpointFenced, MongoStore
+
+    async def scenario() -> None:
+        client = lease_server.async_client()
+        try:
+            store = MongoStore(client, "gtom.checkpoints", db_name)
+            await store.seed(Timestamp(200, 1))  # the first member up
+            await store.seed(Timestamp(300, 1))  # a later one: the earlier start stays
+            await store.claim(1)  # the first leader, killed before it saved anything
+            assert await store.load() is None
+            assert await store.seeded() == Timestamp(200, 1)
+            await store.claim(2)
+            await store.save(Checkpoint(start=Timestamp(200, 1)))
+            assert (await store.load()) is not None and await store.seeded() is None
+            old = MongoStore(client, "gtom.checkpoints", db_name)
+            old.term = 1
+            with pytest.raises(CheckpointFenced):
+                await old.save(Checkpoint(start=Timestamp(250, 1)))  # a deposed leader's write
+            with pytest.raises(CheckpointFenced):
+                await old.claim(2)
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())

@@ -281,6 +281,26 @@ class MongoStore:
         except PyMongoError as e:
             raise translate(e, f"saving the checkpoint to {self.where}") from e
 
+    async def seed(self, start: Timestamp) -> None:
+        """Record ``start`` as where a first run starts, unless an earlier one is recorded.
+
+        A cluster's members each seed where they came up, before they are ready: a leader that
+        finds no checkpoint starts from the earliest, not from when it took the lease.
+        """
+        try:
+            await self._coll.update_one({"_id": self._name}, {"$min": {"seed": start}}, upsert=True)
+        except PyMongoError as e:
+            raise translate(e, f"seeding the checkpoint in {self.where}") from e
+
+    async def seeded(self) -> Timestamp | None:
+        """The start `seed` recorded (None if none, or if a checkpoint was saved since)."""
+        try:
+            document = await self._coll.find_one({"_id": self._name})
+        except PyMongoError as e:
+            raise translate(e, f"reading the checkpoint from {self.where}") from e
+        seed = None if document is None else document.get("seed")
+        return seed if isinstance(seed, Timestamp) else None
+
     async def claim(self, term: int) -> None:
         """Raise the document's term to ``term`` (a new leader's first write), creating it."""
         try:

@@ -85,7 +85,7 @@ class Delivery:
         batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
         sender = asyncio.create_task(self._send_all(batches))
         copying = bool(self._started.copies)
-        progress = asyncio.create_task(report_copies(ctx)) if copying else None
+        progress = asyncio.create_task(report_copies(ctx, self.metrics)) if copying else None
         try:
             await self._read_all(ctx, batches, sender)
         finally:
@@ -232,11 +232,12 @@ class Delivery:
             try:
                 if self._lease is not None:
                     await self._lease.wait_valid()  # LeaseLost once another process leads
+                began = time.monotonic()
                 if not await self._send_before_deadline(events):
                     if self._lease is not None and not self._give_up.is_set():
                         continue  # the lease ran out mid-send: again once it is renewed
                     return False
-                self.metrics.sink_ok()
+                self.metrics.sink_ok(time.monotonic() - began)
                 return True
             except SinkError as e:
                 if not e.retryable:

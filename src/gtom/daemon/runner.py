@@ -188,6 +188,9 @@ class Runner:
         assert key is not None
         lease = Lease(store.client, cluster.collection, key, cluster.lease_ttl)
         install_wake_guard(lease)
+        first = await startup.first_start()
+        if first is not None:  # before this member is ready: the cluster starts no later
+            await store.seed(first)
         metrics = self.metrics
         while True:
             metrics.role, metrics.term, metrics.ready = "standby", 0, True
@@ -207,9 +210,10 @@ class Runner:
             keeper = asyncio.create_task(lease.keep())
             try:
                 await store.claim(lease.term)
-                follow = asyncio.create_task(
-                    self._follow(startup, sink, save, await store.load(), lease)
-                )
+                saved = await store.load()
+                if saved is None:  # no leader saved a checkpoint yet: from the first start
+                    startup.first = await store.seeded()
+                follow = asyncio.create_task(self._follow(startup, sink, save, saved, lease))
                 await asyncio.wait({keeper, follow}, return_when=asyncio.FIRST_COMPLETED)
                 if follow.done():
                     code = follow.result()  # LeaseLost or CheckpointFenced: stand by again

@@ -85,6 +85,8 @@ class Startup:
         self.client = client
         self._open_client = open_client
         self._save = save
+        self.first: Timestamp | None = None
+        """A cluster's first start: when its first member came up (a first run starts there)."""
 
     async def check_namespaces(self) -> None:
         """Every ``direct_read`` collection must exist (a typo would copy nothing)."""
@@ -227,11 +229,19 @@ class Startup:
             info.get_url(like=self.config.source.shards_from), f"shard {info.id}"
         )
 
+    async def first_start(self) -> Timestamp | None:
+        """Where a first run would start now (None with ``shards_from``: one per shard)."""
+        if self.config.source.shards_from:
+            return None
+        return await self._now_or_after(streams=self.config.source.change_streams)
+
     async def _now_or_after(self, *, streams: bool) -> Timestamp:
-        """Where a first run starts: ``source.after``, or the server's time now."""
+        """Where a first run starts: ``source.after``, a cluster's first start, or now."""
         start = parse_after(self.config.source.after)
         if start is not None:
             return start
+        if self.first is not None:
+            return self.first
         if not streams:
             await check_oplog_source(self.client, gtom.Options())  # a clear error first
             return await gtom.last_op_timestamp_async(self.client)
