@@ -28,12 +28,12 @@ from bson import Decimal128, Int64, ObjectId, Timestamp, json_util
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.raw_bson import RawBSONDocument
 
-from gtom._async.oplog import dict_codec
+from gtom._async.oplog_source import dict_codec
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 
 #: What the oplog tailer decodes its raw batches with for a client with default options (and
-#: what the change stream follower gives its decoder): `gtom._async.oplog.dict_codec`.
+#: what the change stream follower gives its decoder): `gtom._async.oplog_source.dict_codec`.
 CODEC: CodecOptions[dict[str, Any]] = dict_codec(
     SimpleNamespace(codec_options=DEFAULT_CODEC_OPTIONS)  # type: ignore[arg-type]
 )

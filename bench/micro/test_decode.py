@@ -37,7 +37,7 @@ from inputs import CODEC, RAW_CODEC, STREAM_ID, Input, getmore_reply, oplog_inse
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from gtom import Op
-from gtom._async.oplog import BATCH_SIZE
+from gtom._async.oplog_source import BATCH_SIZE
 from gtom._decode_change import ChangeDecoder
 from gtom._decode_oplog import OplogDecoder
 from gtom._jsonl import op_line

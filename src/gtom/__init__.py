@@ -18,7 +18,7 @@ from pymongo import AsyncMongoClient, MongoClient
 
 from gtom import consistent
 from gtom._async import multi as _async_multi
-from gtom._async import oplog as _async_oplog
+from gtom._async import oplog_source as _async_oplog
 from gtom._async.ctx import AsyncOpCtx, start_async
 from gtom._async.multi import AsyncMultiOpCtx, start_multi_async
 from gtom._async.queue import OpQueue as AsyncOpQueue
@@ -43,7 +43,7 @@ from gtom._options import Options
 from gtom._segments import DirectReadProgress
 from gtom._shards import ShardInfo
 from gtom._sync import multi as _sync_multi
-from gtom._sync import oplog as _sync_oplog
+from gtom._sync import oplog_source as _sync_oplog
 from gtom._sync.ctx import OpCtx, start
 from gtom._sync.multi import MultiOpCtx, start_multi
 from gtom._sync.queue import OpQueue

@@ -12,7 +12,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.errors import OperationFailure
 
 import gtom
-from gtom._async.oplog import OplogCursor
+from gtom._async.oplog_source import OplogCursor
 from tests._async.helpers import assert_quiet, collect, in_db
 from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 

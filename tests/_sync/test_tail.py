@@ -13,7 +13,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.errors import OperationFailure
 
 import gtom
-from gtom._sync.oplog import OplogCursor
+from gtom._sync.oplog_source import OplogCursor
 from tests._sync.helpers import assert_quiet, collect, in_db
 from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 

@@ -21,14 +21,14 @@ from gtom._async.change_stream import (
     open_stream,
 )
 from gtom._async.direct_read import DirectReads
-from gtom._async.oplog import (
-    OplogTailer,
+from gtom._async.oplog import OplogTailer
+from gtom._async.oplog_quirks import tailer_class
+from gtom._async.oplog_source import (
     check_oplog_source,
     first_op_timestamp,
     last_op_timestamp,
     server_traits,
 )
-from gtom._async.oplog_quirks import tailer_class
 from gtom._async.queue import Lane, OpQueue
 from gtom._errors import ConfigurationError, GtomError, StoppedError, call_user
 from gtom._op import Op

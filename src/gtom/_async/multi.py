@@ -25,7 +25,7 @@ from pymongo.errors import PyMongoError
 
 from gtom._async._compat import Gather, Worker, maybe_await
 from gtom._async.ctx import ERR_C_SIZE, STOP_TIMEOUT, AsyncOpCtx, _DeploymentCtx
-from gtom._async.oplog import first_op_timestamp
+from gtom._async.oplog_source import first_op_timestamp
 from gtom._async.queue import OpQueue
 from gtom._errors import ConfigurationError, GtomError, StoppedError, call_user
 from gtom._op import Op

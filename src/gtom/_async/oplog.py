@@ -23,168 +23,44 @@ from typing import Any
 
 import bson
 from bson import Timestamp
-from bson.codec_options import CodecOptions
-from pymongo import AsyncMongoClient, CursorType
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.cursor import AsyncCursor
+from pymongo import CursorType
 from pymongo.errors import OperationFailure, PyMongoError
 
 from gtom._async._compat import Job, Jobs, Prefetcher, Signal, sleep_until_set
 from gtom._async.fetch import Fetcher, delta
+from gtom._async.oplog_source import (
+    BATCH_SIZE,
+    MAX_AWAIT_MS,
+    UNREAD_FIELDS,
+    Client,
+    OplogCursor,
+    dict_codec,
+    edge_timestamp,
+    oplog_collection,
+    oplog_name,
+)
 from gtom._async.queue import Lane, OpQueue, QueueClosed
 from gtom._backoff import Backoff
-from gtom._batch_reply import split_batch
 from gtom._decode_oplog import OplogDecoder
 from gtom._errors import (
     DecodeError,
     GtomError,
     HistoryLostError,
     IncompleteChainError,
-    NotReplicaSetError,
     call_user,
 )
-from gtom._extjson import read_codec_options
 from gtom._op import Op
-from gtom._options import DEFAULT_OPLOG_COLLECTION, DEFAULT_OPLOG_DATABASE, Options
+from gtom._options import Options
 from gtom._pending import PendingOps
 from gtom._position import ALL, Position, ReRead, format_ts, next_timestamp
 from gtom._retry import describe, is_transient, translate
 from gtom._servers import MONGOD, ServerTraits
 
-__all__ = [
-    "OplogTailer",
-    "ServerCursorClosed",
-    "check_oplog_source",
-    "first_op_timestamp",
-    "last_op_timestamp",
-]
+__all__ = ["OplogTailer", "ServerCursorClosed"]
 
-#: How long one ``getMore`` may wait for new entries. Short, so a stopped sync face ends quickly.
-MAX_AWAIT_MS = 500
-#: Entries per batch: small enough that reading the next batch overlaps delivering this one.
-BATCH_SIZE = 1000
 #: Groups of ops whose documents are being fetched while the tailer reads on (bounds memory).
 FETCHES_AHEAD = 4
 _ZERO = Timestamp(0, 0)
-
-Client = AsyncMongoClient[Any]
-
-
-class OplogCursor(AsyncCursor[dict[str, Any]]):
-    """A cursor whose batches stay BSON until the tailer decodes them.
-
-    pymongo decodes a reply as it arrives, before the next ``getMore`` can be sent. This cursor
-    leaves the batch's documents as the BSON of their array (`gtom._batch_reply`), so the tailer
-    sends the next ``getMore`` first and decodes while the server works on it. Each "document"
-    of its batches is one such array (`_read` / `_decode_batch`).
-    """
-
-    def _unpack_response(
-        self,
-        response: Any,
-        cursor_id: int | None,
-        codec_options: Any,
-        user_fields: Mapping[str, Any] | None = None,
-        legacy_response: bool = False,
-    ) -> Any:
-        split = None if legacy_response else split_batch(response.payload_document)
-        if split is None:  # an error, or a shape not seen before: pymongo's own way
-            return super()._unpack_response(
-                response, cursor_id, codec_options, user_fields, legacy_response
-            )
-        return [split]
-
-
-#: Fields of an oplog entry gtom never reads, left on the server: ``ui`` (the collection's UUID)
-#: alone costs about a quarter of decoding an insert's entry.
-_UNREAD_FIELDS = {"ui": 0}
-
-
-def dict_codec(client: Client) -> CodecOptions[dict[str, Any]]:
-    """The client's codec options (timezone, UUIDs, ...), decoding documents into dicts.
-
-    A date out of Python's range becomes a `bson.DatetimeMS` rather than an error.
-    """
-    return read_codec_options(client.codec_options)
-
-
-def oplog_collection(client: Client, options: Options) -> AsyncCollection[dict[str, Any]]:
-    """The oplog collection, decoding with the client's codec options into dicts."""
-    return client[options.oplog_database_name].get_collection(
-        options.oplog_collection_name, codec_options=dict_codec(client)
-    )
-
-
-def _oplog_name(options: Options) -> str:
-    return f"{options.oplog_database_name}.{options.oplog_collection_name}"
-
-
-async def check_oplog_source(client: Client, options: Options) -> None:
-    """Raise a clear `ServerError` unless the server answers and keeps an oplog."""
-    try:
-        hello = await client.admin.command("hello")
-    except PyMongoError as e:
-        raise translate(e, "connecting") from e
-    if (options.oplog_database_name, options.oplog_collection_name) != (
-        DEFAULT_OPLOG_DATABASE,
-        DEFAULT_OPLOG_COLLECTION,
-    ):
-        return  # a custom capped collection: nothing to say about the topology
-    if hello.get("msg") == "isdbgrid":
-        raise NotReplicaSetError(
-            "connected to a mongos router, which has no oplog: follow a sharded cluster with "
-            "change streams (Options(change_stream_ns=...)) or tail each shard with start_multi"
-        )
-    if not hello.get("setName"):
-        raise NotReplicaSetError(
-            "the server is not a replica set member, so it keeps no oplog: run it as a replica "
-            "set (a single member is enough: start mongod with --replSet and run rs.initiate()) "
-            "or disable oplog tailing"
-        )
-
-
-async def _edge_timestamp(
-    oplog: AsyncCollection[dict[str, Any]], direction: int, traits: ServerTraits = MONGOD
-) -> Timestamp:
-    """The timestamp of the oldest (1) or newest (-1) entry; pymongo's errors pass through."""
-    key = "$natural" if traits.natural_sort else "ts"
-    entry = await oplog.find_one({}, sort=[(key, direction)], projection={"ts": 1})
-    if entry is None:
-        raise NotReplicaSetError(
-            f"{oplog.full_name} is missing or empty: the server keeps no oplog there"
-        )
-    ts = entry.get("ts")
-    if not isinstance(ts, Timestamp):
-        raise DecodeError(f"an entry of {oplog.full_name} has no timestamp", entry)
-    return ts
-
-
-async def _public_edge(client: Client, options: Options | None, direction: int) -> Timestamp:
-    options = options or Options()
-    traits = await server_traits(client)
-    try:
-        return await _edge_timestamp(oplog_collection(client, options), direction, traits)
-    except PyMongoError as e:
-        raise translate(e, f"reading {_oplog_name(options)}") from e
-
-
-async def server_traits(client: Client) -> ServerTraits:
-    """What the server needs worked around, from its ``buildInfo``."""
-    try:
-        build_info = await client.admin.command("buildInfo")
-    except PyMongoError as e:
-        raise translate(e, "connecting") from e
-    return ServerTraits.from_build_info(build_info)
-
-
-async def last_op_timestamp(client: Client, options: Options | None = None) -> Timestamp:
-    """The timestamp of the newest oplog entry ("now" for tailing)."""
-    return await _public_edge(client, options, -1)
-
-
-async def first_op_timestamp(client: Client, options: Options | None = None) -> Timestamp:
-    """The timestamp of the oldest oplog entry still kept (how far back tailing can start)."""
-    return await _public_edge(client, options, 1)
 
 
 class OplogTailer:
@@ -270,7 +146,7 @@ class OplogTailer:
                 await self._tail()
             except PyMongoError as e:
                 if not is_transient(e):
-                    raise translate(e, f"tailing {_oplog_name(self._options)}") from e
+                    raise translate(e, f"tailing {oplog_name(self._options)}") from e
                 delay = self._backoff.next_delay()
                 self._err_c.offer(e)
                 self._log.warning(
@@ -344,7 +220,7 @@ class OplogTailer:
         cursor = OplogCursor(
             self._oplog,
             {"ts": {"$gte": self.position.ts}},
-            None if whole else _UNREAD_FIELDS,
+            None if whole else UNREAD_FIELDS,
             cursor_type=CursorType.TAILABLE_AWAIT if tailable else CursorType.NON_TAILABLE,
             batch_size=BATCH_SIZE,
         )
@@ -438,7 +314,7 @@ class OplogTailer:
         ``all_seen``: every entry at ``position`` itself was delivered, so an oldest entry that
         is the very next timestamp proves nothing is missing (a young oplog, e.g. a new shard).
         """
-        oldest = await _edge_timestamp(self._oplog, 1, self._traits)
+        oldest = await edge_timestamp(self._oplog, 1, self._traits)
         if oldest > (next_timestamp(position) if all_seen else position):
             raise HistoryLostError(
                 f"the oplog no longer reaches back to the position gtom must resume from: it "

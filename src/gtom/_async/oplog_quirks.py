@@ -24,7 +24,8 @@ import time
 from typing import Any
 
 from gtom._async._compat import sleep_until_set
-from gtom._async.oplog import BATCH_SIZE, OplogCursor, OplogTailer, ServerCursorClosed
+from gtom._async.oplog import OplogTailer, ServerCursorClosed
+from gtom._async.oplog_source import BATCH_SIZE, OplogCursor
 from gtom._op import Op
 from gtom._servers import ServerTraits
 

@@ -29,14 +29,14 @@ from gtom._sync.change_stream import (
     open_stream,
 )
 from gtom._sync.direct_read import DirectReads
-from gtom._sync.oplog import (
-    OplogTailer,
+from gtom._sync.oplog import OplogTailer
+from gtom._sync.oplog_quirks import tailer_class
+from gtom._sync.oplog_source import (
     check_oplog_source,
     first_op_timestamp,
     last_op_timestamp,
     server_traits,
 )
-from gtom._sync.oplog_quirks import tailer_class
 from gtom._sync.queue import Lane, OpQueue
 
 __all__ = ["OpCtx", "start"]

@@ -33,7 +33,7 @@ from gtom._segments import DirectReadProgress
 from gtom._shards import ShardInfo, shards_from_documents
 from gtom._sync._compat import Gather, Worker
 from gtom._sync.ctx import ERR_C_SIZE, STOP_TIMEOUT, OpCtx, _DeploymentCtx
-from gtom._sync.oplog import first_op_timestamp
+from gtom._sync.oplog_source import first_op_timestamp
 from gtom._sync.queue import OpQueue
 
 __all__ = ["SHARD_CLOCK_MARGIN", "MultiOpCtx", "get_shards", "start_multi"]

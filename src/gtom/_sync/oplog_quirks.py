@@ -27,7 +27,8 @@ from typing import Any
 from gtom._op import Op
 from gtom._servers import ServerTraits
 from gtom._sync._compat import sleep_until_set
-from gtom._sync.oplog import BATCH_SIZE, OplogCursor, OplogTailer, ServerCursorClosed
+from gtom._sync.oplog import OplogTailer, ServerCursorClosed
+from gtom._sync.oplog_source import BATCH_SIZE, OplogCursor
 
 __all__ = [
     "CATCH_UP_REOPEN",

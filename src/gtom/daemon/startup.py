@@ -21,7 +21,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 import gtom
-from gtom._async.oplog import check_oplog_source
+from gtom._async.oplog_source import check_oplog_source
 from gtom._namespaces import parse_position, tail_filter
 from gtom._position import Position
 from gtom._redact import redact
