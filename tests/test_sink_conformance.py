@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -303,6 +304,35 @@ async def test_batches_are_stored_whole_and_in_order_per_document_when_send_retu
         await sink.close()
     for seqs in by_document(await harness.stored()).values():
         assert seqs == sorted(seqs)
+
+
+class _ImportSpy:
+    """A meta-path finder that only notes the modules Python had to look for."""
+
+    def __init__(self) -> None:
+        self.looked_for: list[str] = []
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        self.looked_for.append(name)
+
+
+async def test_a_warm_send_looks_for_no_module(harness: Harness) -> None:
+    # Python caches no failed import: a client that tries an optional import per request pays a
+    # search of sys.path every time. httpcore does so for sniffio, which anyio 4.11 stopped
+    # installing (encode/httpcore#1103): a quarter of the webhook sink's CPU per request, until
+    # the daemon extra installed sniffio. No sink may look for a module once it has sent.
+    sink = await harness.make()
+    await sink.open()
+    spy = _ImportSpy()
+    try:
+        await sink.send(events(3))
+        sys.meta_path.insert(0, spy)
+        await sink.send(events(3, start=3))
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(spy)
+        await sink.close()
+    assert spy.looked_for == []
 
 
 @pytest.mark.parametrize("harness", REMOTE, indirect=True)
