@@ -64,7 +64,7 @@ class TermScreen:
         """The screen, once it shows ``what`` (a text, a pattern, or a test of the screen)."""
         holds: Callable[[str], bool]
         if isinstance(what, str):
-            holds = what.__contains__
+            holds = lambda screen: what in screen  # noqa: E731
         elif isinstance(what, re.Pattern):
             holds = lambda screen: what.search(screen) is not None  # noqa: E731
         else:

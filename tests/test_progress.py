@@ -13,6 +13,7 @@ from bson import json_util
 
 from tests.conftest import TestServer
 from tests.pty_screen import TermScreen
+from tests.webhook_server import WebhookServer
 
 GTOM = [sys.executable, "-m", "gtom"]
 DOCS = 3000
@@ -82,3 +83,33 @@ def test_run_draws_the_copy_bar_with_log_lines_above_it(
     assert any(line.endswith(f"info copy complete: {db_name}.c") for line in logged), screen
     assert any(f"direct read of {db_name}.c in" in line for line in logged), screen
     assert len(out.read_text().splitlines()) == DOCS
+
+
+def test_a_second_ctrl_c_during_a_copy_gives_the_terminal_its_cursor_back(
+    tmp_path: Path, server: TestServer, client: Any, db_name: str
+) -> None:
+    # A second signal exits at once with os._exit, which skips atexit: the bars must be stopped
+    # first, or the shell is left without a cursor.
+    client[db_name].c.insert_many([{"_id": i, "pad": "x" * 100} for i in range(DOCS)])
+    hook = WebhookServer()
+    hook.delay = 30.0  # every POST hangs: the copy is still on the screen when Ctrl-C comes
+    argv = [
+        *GTOM,
+        "run",
+        *("--uri", server.uri, "--ns", db_name, "--sink", "webhook", "--sink-url", hook.url),
+        *("--checkpoint-path", str(tmp_path / "cp.json"), "--metrics-listen", "off"),
+        *("--source-direct-read", f"{db_name}.c", "--source-no-tail"),
+    ]
+    term = TermScreen(argv)
+    try:
+        term.wait_for(f"copying {db_name}.c")
+        assert term.screen.cursor.hidden  # rich hides it while it draws
+        term.send("\x03")
+        term.wait_for("stopping: delivering what was read")
+        term.send("\x03")
+        assert term.wait_exit(20) == 130, term.text
+    finally:
+        term.close()
+        hook.close()
+    assert "gtom: second signal: exiting at once" in term.text
+    assert not term.screen.cursor.hidden, term.text

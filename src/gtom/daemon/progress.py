@@ -34,7 +34,14 @@ import gtom
 if TYPE_CHECKING:
     from gtom.daemon.metrics import Metrics
 
-__all__ = ["LOG_EVERY", "PROGRESS_EVERY", "CopyBars", "progress_line", "report_copies"]
+__all__ = [
+    "LOG_EVERY",
+    "PROGRESS_EVERY",
+    "CopyBars",
+    "close_all_bars",
+    "progress_line",
+    "report_copies",
+]
 
 #: How often a copy's progress is looked at.
 PROGRESS_EVERY = 0.5
@@ -42,6 +49,18 @@ PROGRESS_EVERY = 0.5
 LOG_EVERY = 10.0
 
 log = logging.getLogger("gtom.daemon")
+
+#: The bars being drawn (`close_all_bars` stops them before an ``os._exit``).
+_drawing: set[CopyBars] = set()
+
+
+def close_all_bars() -> None:
+    """Stop every `CopyBars` being drawn, giving the terminal its cursor back.
+
+    For an exit that skips ``atexit`` (``os._exit``: a second Ctrl-C, a fenced leader).
+    """
+    for bars in list(_drawing):
+        bars.close()
 
 
 def progress_line(progress: dict[str, gtom.DirectReadProgress]) -> str:
@@ -94,6 +113,7 @@ class CopyBars:
         self._progress.start()
         self._route_logs()
         atexit.register(self.close)  # a process ending mid-copy gets its cursor back
+        _drawing.add(self)
 
     def _route_logs(self) -> None:
         """gtom's log handlers hold stderr itself: send their lines above the bars meanwhile."""
@@ -125,6 +145,7 @@ class CopyBars:
             handler.setStream(stream)
         self._handlers.clear()
         atexit.unregister(self.close)
+        _drawing.discard(self)
 
 
 async def report_copies(ctx: gtom.AsyncOpCtx, metrics: Metrics | None = None) -> None:

@@ -42,6 +42,7 @@ from gtom.daemon.config import Config
 from gtom.daemon.delivery import Delivery, Save
 from gtom.daemon.errors import ConfigError
 from gtom.daemon.metrics import Metrics, serve
+from gtom.daemon.progress import close_all_bars
 from gtom.daemon.sinks.base import Sink
 from gtom.daemon.sinks.factory import make_sink
 from gtom.daemon.startup import Startup
@@ -86,6 +87,7 @@ class Runner:
     def _on_signal(self) -> None:
         self._signals += 1
         if self._signals > 1:
+            close_all_bars()  # os._exit skips atexit: give the terminal its cursor back
             print("gtom: second signal: exiting at once", file=sys.stderr, flush=True)
             os._exit(exits.INTERRUPTED)
         log.info("stopping: delivering what was read, then saving the checkpoint")
