@@ -94,7 +94,7 @@ class Options:
     change_stream_ns: Sequence[str] = ()
     """Change streams to follow: ``"db.coll"``, ``"db"`` (a database) or ``""`` (everything)."""
     max_wait_secs: float = 0
-    """``maxAwaitTimeMS`` of change streams, in seconds (0: the server's default)."""
+    """``maxAwaitTimeMS`` of change streams, in seconds (0: gtom's default, 0.5 s)."""
     unmarshal: UnmarshalFunc | None = None
     """``fn(namespace, raw) -> object`` stored in ``op.doc``."""
     resume_tokens: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
