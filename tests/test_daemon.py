@@ -63,10 +63,15 @@ class Daemon:
         ]
         self.proc: subprocess.Popen[str] | None = None
         self.stderr: list[str] = []
+        self.env: dict[str, str] = {}  # set before start: more of the daemon's environment
 
     def start(self) -> Daemon:
         self.proc = subprocess.Popen(
-            [*GTOM, *self.args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*GTOM, *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **self.env},
         )
         deadline = time.monotonic() + 20
         while not self.ready():  # /readyz: following, so writes from now on are delivered
@@ -269,6 +274,28 @@ def test_metrics_and_health_over_http(
     for name in ("lag_seconds", "queue_depth", "checkpoint_age_seconds", "retries_total"):
         assert f"# TYPE gtom_{name} " in text
     assert d.get("/nope")[0] == 404
+    assert d.terminate() == 0
+
+
+def test_the_lag_is_right_in_any_time_zone(
+    daemon: Callable[..., Daemon], client: Any, db_name: str
+) -> None:
+    # The oplog's wall clock comes as a naive UTC datetime (the client's default codec); read
+    # as local time it put the lag 9 hours out in Tokyo (and at 0 west of Greenwich).
+    d = daemon()
+    d.env = {"TZ": "Asia/Tokyo"}
+    d.start()
+    client[db_name].c.insert_many([{"_id": i} for i in range(5)])
+    d.wait_for(lambda events: len(events) >= 5)
+    time.sleep(0.2)
+    text = d.get("/metrics")[1]
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("gtom_delivery_lag_seconds_")
+    }
+    assert values["gtom_delivery_lag_seconds_count"] == 5
+    assert 0 < values["gtom_delivery_lag_seconds_sum"] / 5 < 60, values
     assert d.terminate() == 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import queue
 import time
@@ -40,6 +41,8 @@ __all__ = ["COPY_SNAPSHOT_EVERY", "Delivery", "Save"]
 COPY_SNAPSHOT_EVERY = 0.5
 
 log = logging.getLogger("gtom.daemon")
+
+_EPOCH = datetime.datetime(1970, 1, 1)
 
 #: Saves a checkpoint (retrying while the store is unreachable).
 Save = Callable[[Checkpoint], Awaitable[None]]
@@ -307,8 +310,11 @@ class Delivery:
 
 def _server_time(op: Op) -> float | None:
     """When the server made the change (for the lag metric), if the op says."""
-    if op.wall is not None:
-        return op.wall.timestamp()
+    wall = op.wall
+    if wall is not None:
+        if wall.tzinfo is None:  # BSON dates are UTC; naive.timestamp() would read local time
+            return (wall - _EPOCH).total_seconds()
+        return wall.timestamp()
     if op.timestamp is not None:
         return float(op.timestamp.time)
     return None
