@@ -57,7 +57,7 @@ _drawing: set[CopyBars] = set()
 def close_all_bars() -> None:
     """Stop every `CopyBars` being drawn, giving the terminal its cursor back.
 
-    For an exit that skips ``atexit`` (``os._exit``: a second Ctrl-C, a fenced leader).
+    For an exit that skips ``atexit`` (``os._exit`` after a second Ctrl-C).
     """
     for bars in list(_drawing):
         bars.close()
