@@ -115,6 +115,27 @@ class TestServer:
             pytest.skip("only an embedded SecantusDB can be told to prune its oplog")
         self.admin.admin.command({"secantusAdmin.pruneOplog": 1})
 
+    @contextlib.contextmanager
+    def writes_kept_from_tailers(self) -> Iterator[None]:
+        """Writes made inside are committed and acknowledged, but shown to tailers only after.
+
+        SecantusDB's Python server shows a tailable cursor's later batches only the entries up to
+        its visible point, which passes a write a moment after the write is committed. This
+        holds that moment open (the write's seqs stay registered as in flight until the block
+        ends), so a test can open a cursor inside it deterministically.
+        """
+        if not self.embedded:
+            pytest.skip("only an embedded SecantusDB can hold its writes back from tailers")
+        storage = self._server.storage
+        release = storage._deregister_minted
+        held: list[tuple[int, int]] = []
+        storage._deregister_minted = held.extend
+        try:
+            yield
+        finally:
+            del storage._deregister_minted  # the method again
+            release(held)
+
     def close(self) -> None:
         if self._admin is not None:
             self._admin.close()

@@ -18,8 +18,10 @@ class ServerTraits:
     """Oplog behaviours of a server that the tailer must work around."""
 
     open_race: bool = False
-    """A tailable cursor can miss the entries written while it is being opened, so every open is
-    followed by a plain read from the position (SecantusDB)."""
+    """A tailable cursor's later batches go on from a point taken after its first batch was read:
+    it can miss the entries committed in between, and show again entries of its first batch. So
+    every open is followed by a plain read from the position, and the first batch is not
+    delivered (SecantusDB's Python server)."""
     silent_truncation: bool = False
     """The oplog can be trimmed under an open cursor without an error (mongod fails the cursor
     with CappedPositionLost), so a tailer that waited long on its consumer checks the oldest entry

@@ -9,11 +9,12 @@ import bson
 import pytest
 from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
+from pymongo import monitoring
 from pymongo.errors import OperationFailure
 
 import gtom
 from gtom._async.oplog_source import OplogCursor
-from tests._async.helpers import assert_quiet, collect, in_db
+from tests._async.helpers import Commands, assert_quiet, collect, in_db, wait_until
 from tests.conftest import PYMONGO_ASYNC_SOCKET_LEAK, TestServer
 
 
@@ -328,3 +329,40 @@ async def test_batches_hold_every_op_waiting_in_order(async_client: Any, db_name
                 break
     assert [op.id for op in taken] == list(range(310))
     assert max(sizes) > 1  # a server batch came out as one, not op by op
+
+
+def oplog_getmore(event: monitoring.CommandStartedEvent) -> bool:
+    return event.command_name == "getMore" and event.command.get("collection") == "oplog.rs"
+
+
+async def test_an_entry_committed_while_the_cursor_opens_is_delivered_once(
+    server: TestServer, db_name: str
+) -> None:
+    """SecantusDB's tailable cursor shows such an entry in its first batch and again later.
+
+    Its first batch is a snapshot of what is committed; its later batches go on from the newest
+    entry shown to tailers, which a write passes a moment after it commits. CI once caught the
+    moment by chance (an ``insert_many``'s last document came twice); here it is held open.
+    """
+    getmores = Commands(oplog_getmore)
+    client: Any = server.async_client(event_listeners=[getmores])
+    coll = client[db_name].c
+    try:
+        async with await gtom.start_async(
+            client, gtom.Options(namespace_filter=in_db(db_name))
+        ) as ctx:
+            await coll.insert_many([{"_id": 0}, {"_id": 1}])
+            assert [op.id for op in await collect(ctx, 2)] == [0, 1]
+            with server.writes_kept_from_tailers():
+                await coll.insert_one({"_id": 2})
+                ctx.pause()  # the tailer opens a new cursor on resume: its first batch holds 2
+                ctx.resume()
+                assert [op.id for op in await collect(ctx, 1)] == [2]
+                seen = getmores.count
+                await wait_until(lambda: getmores.count > seen)  # the new cursor is tailing
+            # Now the cursor's next batch shows 2 again.
+            await assert_quiet(ctx, 1.0)
+            await coll.insert_one({"_id": 3})
+            assert [op.id for op in await collect(ctx, 1)] == [3]
+    finally:
+        await client.close()

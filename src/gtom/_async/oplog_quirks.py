@@ -4,11 +4,16 @@
 `OplogTailer` itself, whose path is the plain algorithm (open, verify history, pump). SecantusDB,
 the test and benchmark server, needs three workarounds, each named by the trait that asks for it:
 
-* ``open_race`` (`CatchUpTailer`): a tailable cursor can miss the entries written while it is
-  being opened, so every open is followed by a plain read from the position (the cursor's
-  re-read filter drops the overlap). A plain read *before* the open also gets the backlog out in
-  one oplog scan, so the cursor opens near the end; a catch-up of more than `CATCH_UP_REOPEN`
-  entries re-opens the cursor from where it ended rather than read them again through it.
+* ``open_race`` (`CatchUpTailer`): a tailable cursor's first batch is a snapshot of what is
+  committed, but its later batches go on from the newest entry the server shows to tailers,
+  taken a moment later. So it misses the entries committed in between, and it shows again those
+  of its first batch that were committed but not yet shown to tailers. Every open is therefore
+  followed by a plain read from the position, which delivers everything the first batch holds
+  and more; the first batch itself is only used to verify history, and the later batches go
+  through the position's re-read filter, which drops what the plain read delivered. A plain
+  read *before* the open also gets the backlog out in one oplog scan, so the cursor opens near
+  the end; a catch-up of more than `CATCH_UP_REOPEN` entries re-opens the cursor from where it
+  ended rather than read them again through it.
 * ``silent_truncation`` (`CatchUpTailer`): the oplog can be trimmed under an open cursor without
   an error (mongod fails the cursor with ``CappedPositionLost``), so a tailer that waited
   `HISTORY_CHECK_SECONDS` in total for room in ``op_c`` checks the oldest entry before reading on.
@@ -72,18 +77,16 @@ class CatchUpTailer(OplogTailer):
             return
         cursor = self._find(tailable=True)
         try:
-            first = await self._fetch(cursor)
-            await self._verify_history(first)
+            await self._verify_history(await self._fetch(cursor))
             self._recovered()
             read_before = self._entries_read
+            # Delivers all the first batch holds: the batch itself is not delivered, since its
+            # newest entries may come again in the cursor's next batches (see the module).
             if not await self._catch_up(pauses):
                 return
             if self._entries_read - read_before > CATCH_UP_REOPEN:
                 return  # writes poured in while the cursor opened: open a new one from here
-            re_read = self.position.re_read()
-            if first and not await self._deliver(first, re_read):
-                return
-            if await self._pump(cursor, re_read, pauses):
+            if await self._pump(cursor, self.position.re_read(), pauses):
                 raise ServerCursorClosed
         finally:
             await cursor.close()
