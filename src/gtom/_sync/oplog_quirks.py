@@ -14,7 +14,11 @@ the test and benchmark server, needs three workarounds, each named by the trait 
   through the position's re-read filter, which drops what the plain read delivered. A plain
   read *before* the open also gets the backlog out in one oplog scan, so the cursor opens near
   the end; a catch-up of more than `CATCH_UP_REOPEN` entries re-opens the cursor from where it
-  ended rather than read them again through it.
+  ended rather than read them again through it. One gap remains, on that server only: it
+  commits writes to different collections out of timestamp order, and a plain read can show an
+  entry while an older one is still being written; if gtom opens a cursor at that moment, it
+  passes over the older entry. The server does not tell how far its oplog is complete, so gtom
+  cannot wait for it. mongod never shows a reader of its oplog such a gap.
 * ``silent_truncation`` (`CatchUpTailer`): the oplog can be trimmed under an open cursor without
   an error (mongod fails the cursor with ``CappedPositionLost``), so a tailer that waited
   `HISTORY_CHECK_SECONDS` in total for room in ``op_c`` checks the oldest entry before reading on.
