@@ -85,8 +85,8 @@ class CatchUpTailer(OplogTailer):
             self._verify_history(self._fetch(cursor))
             self._recovered()
             read_before = self._entries_read
-            # Delivers all the first batch holds: the batch itself is not delivered, since its
-            # newest entries may come again in the cursor's next batches (see the module).
+            # This read delivers all the first batch holds. The batch itself is not delivered:
+            # its newest entries may come again in the cursor's next batches (see the module).
             if not self._catch_up(pauses):
                 return
             if self._entries_read - read_before > CATCH_UP_REOPEN:
