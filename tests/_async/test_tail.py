@@ -366,3 +366,64 @@ async def test_an_entry_committed_while_the_cursor_opens_is_delivered_once(
             assert [op.id for op in await collect(ctx, 1)] == [3]
     finally:
         await client.close()
+
+
+class WritesOnCatchUp(monitoring.CommandListener):
+    """Once armed, writes ``count`` documents the moment a plain oplog read has answered.
+
+    That is between the tailer's catch-up read and the opening of its tailable cursor, so the
+    cursor's first snapshot holds them all.
+    """
+
+    def __init__(self, server: TestServer, namespace: tuple[str, str], count: int) -> None:
+        self._server = server
+        self._namespace = namespace
+        self._count = count
+        self._reads: set[int] = set()
+        self.armed = False
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = event.command
+        if command.get("find") == "oplog.rs" and not command.get("tailable"):
+            self._reads.add(event.request_id)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.request_id in self._reads and self.armed:
+            self.armed = False
+            db, coll = self._namespace
+            docs = [{"_id": i} for i in range(1, self._count + 1)]
+            self._server.admin[db][coll].insert_many(docs)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_first_batch_that_goes_on_in_the_next_ones_is_delivered_once(
+    server: TestServer, db_name: str
+) -> None:
+    """More than a batch is committed while the cursor opens; SecantusDB's cursor shows it twice.
+
+    Its next batches first finish its first snapshot, then show again the entries committed but
+    not yet shown to tailers.
+    """
+    count = 1500  # more than one batch (1,000), less than a re-open's worth (2,000)
+    writes = WritesOnCatchUp(server, (db_name, "c"), count)
+    getmores = Commands(oplog_getmore)
+    client: Any = server.async_client(event_listeners=[writes, getmores])
+    coll = client[db_name].c
+    try:
+        async with await gtom.start_async(
+            client, gtom.Options(namespace_filter=in_db(db_name))
+        ) as ctx:
+            await coll.insert_one({"_id": 0})
+            assert [op.id for op in await collect(ctx, 1)] == [0]
+            with server.writes_kept_from_tailers():
+                writes.armed = True
+                ctx.pause()  # the tailer reads and opens a new cursor on resume
+                ctx.resume()
+                assert [op.id for op in await collect(ctx, count)] == list(range(1, count + 1))
+                seen = getmores.count
+                await wait_until(lambda: getmores.count > seen + 1)  # past the first snapshot
+            await assert_quiet(ctx, 1.0)
+    finally:
+        await client.close()
