@@ -5,20 +5,21 @@
 the test and benchmark server, needs three workarounds, each named by the trait that asks for it:
 
 * ``open_race`` (`CatchUpTailer`): a tailable cursor's first batch is a snapshot of what is
-  committed, but its later batches go on from the newest entry the server shows to tailers,
-  taken a moment later. So it misses the entries committed in between, and it shows again those
-  of its first batch that were committed but not yet shown to tailers. Every open is therefore
-  followed by a plain read from the position, which delivers everything the first batch holds
-  and more; the first batch itself is only used to verify history, and the later batches go
-  through the position's re-read filter, which drops what the plain read delivered. A plain
-  read *before* the open also gets the backlog out in one oplog scan, so the cursor opens near
-  the end; a catch-up of more than `CATCH_UP_REOPEN` entries re-opens the cursor from where it
-  ended rather than read them again through it, and so does a full first batch: the cursor's
-  next batches would first finish its snapshot, then go back to the visible point. One gap remains, on that server only: it
-  commits writes to different collections out of timestamp order, and a plain read can show an
-  entry while an older one is still being written; if gtom opens a cursor at that moment, it
-  passes over the older entry. The server does not tell how far its oplog is complete, so gtom
-  cannot wait for it. mongod never shows a reader of its oplog such a gap.
+  committed, but its later batches go on from the newest entry the server shows to tailers, taken
+  a moment later. So it misses the entries committed in between, and it shows again those of its
+  first batch that were committed but not yet shown to tailers. Every open is therefore followed
+  by a plain read from the position, which delivers everything the first batch holds and more; the
+  first batch itself is only used to verify history, and the later batches go through the
+  position's re-read filter, which drops what the plain read delivered. A plain read *before* the
+  open also gets the backlog out in one oplog scan, so the cursor opens near the end. A catch-up
+  of more than `CATCH_UP_REOPEN` entries re-opens the cursor from where it ended rather than read
+  them again through it, and so does a full first batch: the cursor's next batches would first
+  finish its snapshot, then go back to the visible point. Two gaps remain, on that server only,
+  which gtom cannot close: the server does not tell how far its oplog is complete. It commits
+  writes to different collections out of timestamp order, so a plain read can show an entry while
+  an older one is still being written; if gtom opens a cursor at that moment, it passes over the
+  older entry. And it takes a transaction's timestamp before the transaction's place in the oplog,
+  so a write made meanwhile can come first with a later timestamp. Neither happens on mongod.
 * ``silent_truncation`` (`CatchUpTailer`): the oplog can be trimmed under an open cursor without
   an error (mongod fails the cursor with ``CappedPositionLost``), so a tailer that waited
   `HISTORY_CHECK_SECONDS` in total for room in ``op_c`` checks the oldest entry before reading on.
