@@ -96,6 +96,17 @@ class Daemon:
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
+    def metrics_when(self, predicate: Callable[[str], bool], timeout: float = 10) -> str:
+        """The ``/metrics`` text once ``predicate`` holds for it (a sink confirms its events a
+        moment after their lines are in the file, and the counters follow the confirmation)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.get("/metrics")[1]
+            if predicate(text):
+                return text
+            assert time.monotonic() < deadline, text
+            time.sleep(0.05)
+
     def ready(self) -> bool:
         try:
             return self.get("/readyz")[0] == 200
@@ -263,13 +274,14 @@ def test_metrics_and_health_over_http(
     d = daemon().start()
     client[db_name].c.insert_many([{"_id": i} for i in range(5)])
     d.wait_for(lambda events: len(events) >= 5)
-    time.sleep(0.2)
+    out = f'gtom_events_out_total{{namespace="{db_name}.c",operation="i"}} 5'
+    d.metrics_when(lambda text: out in text)
     status, health = d.get("/healthz")  # JSON naming the cluster role: none here
     assert (status, json_util.loads(health)) == (200, {"status": "ok", "role": None})
     assert d.get("/readyz") == (200, "ready\n")
     status, text = d.get("/metrics")
     assert status == 200
-    assert f'gtom_events_out_total{{namespace="{db_name}.c",operation="i"}} 5' in text
+    assert out in text
     assert f'gtom_events_in_total{{namespace="{db_name}.c",operation="i"}} 5' in text
     for name in ("lag_seconds", "queue_depth", "checkpoint_age_seconds", "retries_total"):
         assert f"# TYPE gtom_{name} " in text
@@ -287,8 +299,7 @@ def test_the_lag_is_right_in_any_time_zone(
     d.start()
     client[db_name].c.insert_many([{"_id": i} for i in range(5)])
     d.wait_for(lambda events: len(events) >= 5)
-    time.sleep(0.2)
-    text = d.get("/metrics")[1]
+    text = d.metrics_when(lambda text: "gtom_delivery_lag_seconds_count 5" in text)
     values = {
         line.split()[0]: float(line.split()[1])
         for line in text.splitlines()
